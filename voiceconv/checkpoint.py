@@ -1,0 +1,172 @@
+"""Self-describing model directories and separate, atomically written training state.
+
+A model directory holds:
+
+- ``model.safetensors``: the weights (no pickle, safe to load from anyone);
+- ``config.json``: ``{"format_version", "kind", "config", "sha256", "voiceconv_version"}``, where
+  ``config`` is the full constructor config including the mel config.
+
+Training state (optimizer, step, RNG states) lives in ``train_state.pt`` beside it, written to a
+temporary name then renamed, and read back with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from voiceconv.errors import CheckpointError
+
+FORMAT_VERSION = 1
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+TRAIN_STATE_NAME = "train_state.pt"
+
+
+def sha256_file(path: str | Path, block_size: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(block_size):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _atomic_write_bytes(path: Path, writer) -> None:
+    """Call ``writer(temp_path)`` then rename over ``path``, so readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    try:
+        writer(temp)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    _atomic_write_bytes(Path(path), lambda temp: Path(temp).write_text(text))
+
+
+def save_pretrained(directory: str | Path, kind: str, config: dict, state_dict: dict, extra: dict | None = None) -> Path:
+    """Write ``model.safetensors`` and ``config.json`` into ``directory``."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    # safetensors refuses shared or non-contiguous storage; clone makes every tensor its own.
+    tensors = {name: tensor.detach().cpu().contiguous().clone() for name, tensor in state_dict.items()}
+    weights = directory / WEIGHTS_NAME
+    _atomic_write_bytes(weights, lambda temp: save_file(tensors, temp, metadata={"kind": kind}))
+    from voiceconv import __version__
+
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "kind": kind,
+        "voiceconv_version": __version__,
+        "sha256": sha256_file(weights),
+        "config": config,
+    }
+    if extra:
+        meta.update(extra)
+    atomic_write_text(directory / CONFIG_NAME, json.dumps(meta, indent=2) + "\n")
+    return directory
+
+
+def read_config(directory: str | Path, kind: str | None = None) -> dict:
+    """Read and validate ``config.json``; returns the whole metadata dict."""
+    directory = Path(directory)
+    config_path = directory / CONFIG_NAME
+    if not directory.is_dir():
+        raise CheckpointError(f"{directory}: model directory not found")
+    if not config_path.is_file():
+        raise CheckpointError(f"{directory}: no {CONFIG_NAME}; is this a voiceconv model directory?")
+    try:
+        meta = json.loads(config_path.read_text())
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"{config_path}: not valid JSON ({error})") from None
+    version = meta.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{config_path}: checkpoint format version {version!r}, but this voiceconv reads version "
+            f"{FORMAT_VERSION}; upgrade voiceconv or re-export the model"
+        )
+    if kind is not None and meta.get("kind") != kind:
+        raise CheckpointError(f"{directory}: holds a {meta.get('kind')!r} model, expected a {kind!r} model")
+    return meta
+
+
+def load_pretrained(directory: str | Path, kind: str | None = None, verify: bool = True) -> tuple[dict, dict]:
+    """Return ``(meta, state_dict)`` after checking version, kind and the weights' sha256."""
+    directory = Path(directory)
+    meta = read_config(directory, kind)
+    weights = directory / WEIGHTS_NAME
+    if not weights.is_file():
+        raise CheckpointError(f"{directory}: {WEIGHTS_NAME} is missing")
+    if verify:
+        actual = sha256_file(weights)
+        if actual != meta.get("sha256"):
+            raise CheckpointError(
+                f"{weights}: sha256 {actual[:12]}... does not match config.json ({str(meta.get('sha256'))[:12]}...); "
+                "the weights are corrupt or were modified. Re-download or re-export the model"
+            )
+    try:
+        state_dict = load_file(str(weights))
+    except Exception as error:
+        raise CheckpointError(f"{weights}: cannot read weights ({error})") from None
+    return meta, state_dict
+
+
+def save_train_state(path: str | Path, state: dict) -> None:
+    """Atomically write training state (tensors, numbers, strings, nested dicts/lists only)."""
+    _atomic_write_bytes(Path(path), lambda temp: torch.save(state, temp))
+
+
+def load_train_state(path: str | Path) -> dict:
+    """Read training state with ``weights_only=True``: no arbitrary code can run."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: training state not found; nothing to resume from")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise CheckpointError(f"{path}: cannot read training state ({error})") from None
+
+
+def rng_state() -> dict:
+    """Every RNG that training touches, as tensors that ``weights_only`` loading accepts."""
+    import random
+
+    import numpy as np
+
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": torch.tensor(list(_flatten_python_state(random.getstate())), dtype=torch.int64),
+        "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
+        "numpy_pos": int(np.random.get_state()[2]),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _flatten_python_state(state) -> list[int]:
+    version, internal, gauss = state
+    return [version, *internal, 0 if gauss is None else 1]
+
+
+def set_rng_state(state: dict) -> None:
+    import random
+
+    import numpy as np
+
+    torch.set_rng_state(state["torch"])
+    values = state["python"].tolist()
+    random.setstate((values[0], tuple(values[1:-1]), None))
+    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"], 0, 0.0))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

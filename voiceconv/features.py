@@ -1,0 +1,141 @@
+"""The one mel front end shared by every model in voiceconv.
+
+The default is the mel of the public HiFi-GAN checkpoints (jik876 LJ/VCTK/UNIVERSAL_V1) and of
+NVIDIA BigVGAN's 22 kHz/80-band models, so that their weights interoperate with ours:
+
+    22.05 kHz, n_fft 1024, hop 256, win 1024 (Hann), 80 Slaney mels over 0-8000 Hz,
+    reflect-pad (n_fft - hop) / 2 on both sides then STFT with center=False,
+    magnitude sqrt(re^2 + im^2 + 1e-9), natural log clamped at 1e-5.
+
+With that padding a signal of ``L`` samples gives exactly ``L // hop_length`` frames.
+
+The config travels inside every checkpoint; :meth:`MelConfig.check_compatible` is what refuses to
+combine a VC model and a vocoder that analyse audio differently.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import librosa
+import numpy as np
+import torch
+from torch import nn
+
+
+class MelMismatchError(ValueError):
+    """Two components were built for different mel front ends."""
+
+
+@dataclass
+class MelConfig:
+    sample_rate: int = 22050  # HiFi-GAN / BigVGAN 22 kHz models
+    n_fft: int = 1024  # HiFi-GAN n_fft
+    hop_length: int = 256  # HiFi-GAN hop_size: 11.6 ms per frame at 22.05 kHz
+    win_length: int = 1024  # HiFi-GAN win_size (Hann window)
+    n_mels: int = 80  # HiFi-GAN num_mels
+    fmin: float = 0.0  # HiFi-GAN fmin
+    fmax: float | None = 8000.0  # HiFi-GAN fmax; None means sample_rate / 2
+    log_clamp: float = 1e-5  # HiFi-GAN dynamic_range_compression clip_val
+
+    def __post_init__(self) -> None:
+        if self.win_length > self.n_fft:
+            raise ValueError(f"win_length ({self.win_length}) must not exceed n_fft ({self.n_fft})")
+        if (self.n_fft - self.hop_length) % 2:
+            raise ValueError("n_fft - hop_length must be even for the symmetric HiFi-GAN padding")
+        if self.fmax is not None and self.fmax > self.sample_rate / 2:
+            raise ValueError(f"fmax {self.fmax} is above Nyquist ({self.sample_rate / 2})")
+
+    @property
+    def padding(self) -> int:
+        """Reflect padding on each side, (n_fft - hop) / 2, so that frames == len // hop."""
+        return (self.n_fft - self.hop_length) // 2
+
+    @property
+    def frame_rate(self) -> float:
+        return self.sample_rate / self.hop_length
+
+    @property
+    def min_log(self) -> float:
+        """The log-mel value of silence (log of the clamp)."""
+        return float(np.log(self.log_clamp))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> MelConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown mel config keys {sorted(unknown)}; known keys: {sorted(known)}")
+        return cls(**data)
+
+    def check_compatible(self, other: MelConfig, this_name: str = "model", other_name: str = "vocoder") -> None:
+        """Raise :class:`MelMismatchError` naming every field that differs."""
+        diffs = [
+            f"{f.name}: {this_name}={getattr(self, f.name)!r} vs {other_name}={getattr(other, f.name)!r}"
+            for f in dataclasses.fields(self)
+            if getattr(self, f.name) != getattr(other, f.name)
+        ]
+        if diffs:
+            raise MelMismatchError(
+                f"the {this_name} and the {other_name} use different mel front ends ({'; '.join(diffs)}). "
+                f"Use a {other_name} trained on the same mel config, or retrain/fine-tune one."
+            )
+
+
+def mel_basis(config: MelConfig) -> np.ndarray:
+    """Slaney-normalised mel filterbank, (n_mels, n_fft // 2 + 1), as HiFi-GAN builds it."""
+    return librosa.filters.mel(
+        sr=config.sample_rate,
+        n_fft=config.n_fft,
+        n_mels=config.n_mels,
+        fmin=config.fmin,
+        fmax=config.fmax,
+    ).astype(np.float32)
+
+
+class MelSpectrogram(nn.Module):
+    """Waveform -> log-mel, batched, differentiable and device-agnostic.
+
+    Input ``(T,)`` or ``(B, T)`` float audio in [-1, 1] at ``config.sample_rate``;
+    output ``(n_mels, T // hop)`` or ``(B, n_mels, T // hop)``.
+    """
+
+    def __init__(self, config: MelConfig | None = None):
+        super().__init__()
+        self.config = config or MelConfig()
+        # Buffers, not parameters: they follow .to(device) but are not trained or saved as weights.
+        self.register_buffer("mel_basis", torch.from_numpy(mel_basis(self.config)), persistent=False)
+        self.register_buffer("window", torch.hann_window(self.config.win_length), persistent=False)
+
+    def magnitude(self, audio: torch.Tensor) -> torch.Tensor:
+        """Linear STFT magnitude, (B, n_fft // 2 + 1, frames)."""
+        c = self.config
+        if audio.shape[-1] <= c.padding:
+            raise ValueError(
+                f"audio of {audio.shape[-1]} samples is too short for one mel frame "
+                f"(need more than {c.padding} samples at {c.sample_rate} Hz)"
+            )
+        padded = torch.nn.functional.pad(audio.unsqueeze(1), (c.padding, c.padding), mode="reflect").squeeze(1)
+        spec = torch.stft(
+            padded,
+            n_fft=c.n_fft,
+            hop_length=c.hop_length,
+            win_length=c.win_length,
+            window=self.window.to(padded.dtype),
+            center=False,
+            return_complex=True,
+        )
+        # The 1e-9 inside the root keeps the gradient finite at exact zeros (HiFi-GAN does the same).
+        return torch.sqrt(spec.real.pow(2) + spec.imag.pow(2) + 1e-9)
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        unbatched = audio.dim() == 1
+        if unbatched:
+            audio = audio.unsqueeze(0)
+        mel = torch.matmul(self.mel_basis.to(audio.dtype), self.magnitude(audio))
+        log_mel = torch.log(torch.clamp(mel, min=self.config.log_clamp))
+        return log_mel[0] if unbatched else log_mel
