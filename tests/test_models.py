@@ -389,3 +389,15 @@ def test_augment_batch_virtual_speakers_and_determinism():
     assert n_virtual_speakers(3, plain) == 3
     with pytest.raises(ConfigError):
         AugmentConfig(vtlp_alpha=(1.1, 1.2))
+
+
+def test_bf16_autocast_forward_backward():
+    """The trainer runs under bf16 autocast on GPUs; the CPU autocast exercises the same dtype paths."""
+    model = tiny_model("adain_vc_vq_adv", n_speakers=3).train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(random_mel(2, 30), speaker_ids=torch.tensor([0, 2]), mask=torch.ones(2, 30), step=100)
+    total = sum(v.float() for k, v in out.items() if k.startswith("loss/"))
+    assert torch.isfinite(total)
+    total.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    assert model.quantizer.codebook.dtype == torch.float32  # EMA statistics stay in full precision

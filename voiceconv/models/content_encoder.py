@@ -85,6 +85,7 @@ def sample_posterior(mean: torch.Tensor, logvar: torch.Tensor | None) -> torch.T
 
 def kl_divergence(mean: torch.Tensor, logvar: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """``0.5 * mean(mu^2 + exp(logvar) - 1 - logvar)`` over channels and real frames; ``mask (B, T')``."""
+    mean, logvar = mean.float(), logvar.float()  # exp() of a bf16 log-variance is too coarse
     kl = 0.5 * (mean.pow(2) + torch.exp(logvar) - 1.0 - logvar)  # (B, C, T')
     if mask is None:
         return kl.mean()

@@ -50,6 +50,8 @@ def instance_norm(x: torch.Tensor, mask: torch.Tensor | None = None, eps: float 
     ``T == 1`` (the output is then zero) and ignores padded frames, so a padded utterance gets the
     same statistics as the unpadded one.
     """
+    dtype = x.dtype
+    x = x.float()  # statistics in float32 even under bf16/fp16 autocast
     if mask is None:
         mean = x.mean(dim=-1, keepdim=True)
         var = x.var(dim=-1, keepdim=True, unbiased=False)
@@ -58,7 +60,7 @@ def instance_norm(x: torch.Tensor, mask: torch.Tensor | None = None, eps: float 
         count = weight.sum(dim=-1, keepdim=True).clamp_min(1.0)
         mean = (x * weight).sum(dim=-1, keepdim=True) / count
         var = ((x - mean).pow(2) * weight).sum(dim=-1, keepdim=True) / count
-    return (x - mean) * torch.rsqrt(var + eps)
+    return ((x - mean) * torch.rsqrt(var + eps)).to(dtype)
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
