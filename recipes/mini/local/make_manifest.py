@@ -17,15 +17,16 @@ Outputs in ``--data-dir``:
 * ``clips/<speaker>/<speaker>_clip{0,1,2}.wav``: each unseen speaker's single file cut into three
   ~4 s clips at the quietest point near each third, so "one source clip, three reference clips"
   exists for a speaker that has only one recording;
-* ``eval_pairs.csv`` the committed pair list with absolute paths (pair_id, source, source_speaker,
-  target_speaker, target_refs with refs separated by ``;``).
+* ``eval_pairs.csv`` a copy of the committed pair list (paths relative to ``--data-dir``, which is
+  where ``voiceconv batch`` and ``voiceconv evaluate`` resolve them: relative to the CSV's folder).
 
 Committed splits in ``--splits-dir`` (created once, then read; delete them to regenerate):
 
 * ``unseen_speakers.txt``: 20 LibriSpeech speakers (10 F, 10 M by the manifest's gender column)
   drawn with a fixed seed and held out of training entirely;
 * ``eval_pairs.csv``: 40 source -> target pairs among them, 10 each of F->F, F->M, M->F, M->M; every
-  unseen speaker is a source twice and a target twice. Paths are relative to ``--data-dir``.
+  unseen speaker is a source twice and a target twice. Columns: source, target (3 clips separated by
+  ``;``), target_speaker, set, output. Paths are relative to ``--data-dir``.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ logger = logging.getLogger("make_manifest")
 N_CLIPS = 3  # reference clips per unseen speaker: "3 refs" in the eval pairs
 MIN_UNSEEN_SECONDS = 11.0  # 3 clips of >= ~3.5 s each, even after cutting at pauses
 PAIRS_PER_GENDER_COMBO = 10  # 4 combos -> 40 pairs
-PAIR_FIELDS = ["pair_id", "source", "source_speaker", "target_speaker", "target_refs"]
+PAIR_FIELDS = ["source", "target", "target_speaker", "set", "output"]  # the pairs CSV of voiceconv batch/evaluate
 
 
 def read_csv(path: Path) -> list[dict]:
@@ -116,7 +117,10 @@ def clip_paths(speaker: str) -> list[str]:
 
 
 def make_pairs(unseen: list[tuple[str, str]], seed: int) -> list[dict]:
-    """Gender-balanced pairs; each speaker is a source twice and a target twice (shifted permutations)."""
+    """Gender-balanced pairs; each speaker is a source twice and a target twice (shifted permutations).
+
+    Rows use the pairs-CSV columns of ``voiceconv batch`` / ``voiceconv evaluate``.
+    """
     rng = random.Random(f"{seed}-pairs")
     groups = {g: [s for s, gender in unseen if gender == g] for g in ("F", "M")}
     pairs = []
@@ -132,12 +136,12 @@ def make_pairs(unseen: list[tuple[str, str]], seed: int) -> list[dict]:
             for i in range(PAIRS_PER_GENDER_COMBO):
                 source, target = sources[i % len(sources)], targets[i % len(targets)]
                 pairs.append({
-                    "pair_id": f"p{len(pairs):03d}_{src_gender}{tgt_gender}",
                     # Rotate which clip is the source so all three clips get used as sources.
                     "source": clip_paths(source)[len(pairs) % N_CLIPS],
-                    "source_speaker": source,
-                    "target_speaker": target,
-                    "target_refs": ";".join(clip_paths(target)),
+                    "target": ";".join(clip_paths(target)),
+                    "target_speaker": f"libri_{target}",
+                    "set": "unseen",
+                    "output": f"p{len(pairs):03d}_{src_gender}{tgt_gender}_{source}_to_{target}.wav",
                 })
     return pairs
 
@@ -216,12 +220,8 @@ def main(argv: list[str] | None = None) -> int:
 
     for speaker in sorted(unseen_ids, key=int):
         make_clips(speech_dir, data_dir, libri_rows[speaker], speaker)
-    resolved = [
-        {**pair, "source": str(data_dir / pair["source"]),
-         "target_refs": ";".join(str(data_dir / ref) for ref in pair["target_refs"].split(";"))}
-        for pair in pairs
-    ]
-    write_csv(data_dir / "eval_pairs.csv", PAIR_FIELDS, resolved)
+    # Paths in the pairs CSV are relative to the CSV's folder, so the committed file works unchanged in data_dir.
+    write_csv(data_dir / "eval_pairs.csv", PAIR_FIELDS, pairs)
 
     train, held = [], []
     for row in real:
@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     write_csv(data_dir / "train.csv", ["path", "speaker", "transcript"], train)
     write_csv(data_dir / "unseen.csv", ["path", "speaker", "transcript"], held)
     logger.info("train.csv: %d utterances, %d speakers; unseen.csv: %d utterances; eval_pairs.csv: %d pairs",
-                len(train), len({r["speaker"] for r in train}), len(held), len(resolved))
+                len(train), len({r["speaker"] for r in train}), len(held), len(pairs))
     return 0
 
 
