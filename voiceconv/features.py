@@ -23,9 +23,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from voiceconv.errors import ConfigError, VoiceconvError
 
-class MelMismatchError(ValueError):
-    """Two components were built for different mel front ends."""
+
+class MelMismatchError(VoiceconvError):
+    """Two components were built for different mel front ends (a ``ValueError``, so the CLI prints one line)."""
 
 
 @dataclass
@@ -40,17 +42,36 @@ class MelConfig:
     log_clamp: float = 1e-5  # HiFi-GAN dynamic_range_compression clip_val
 
     def __post_init__(self) -> None:
+        for name in ("sample_rate", "n_fft", "hop_length", "win_length", "n_mels"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+                raise ConfigError(f"mel config: {name} must be a positive integer, got {value!r}")
         if self.win_length > self.n_fft:
-            raise ValueError(f"win_length ({self.win_length}) must not exceed n_fft ({self.n_fft})")
+            raise ConfigError(f"mel config: win_length ({self.win_length}) must not exceed n_fft ({self.n_fft})")
+        if self.hop_length > self.win_length:
+            raise ConfigError(
+                f"mel config: hop_length ({self.hop_length}) above win_length ({self.win_length}) would skip samples"
+            )
         if (self.n_fft - self.hop_length) % 2:
-            raise ValueError("n_fft - hop_length must be even for the symmetric HiFi-GAN padding")
-        if self.fmax is not None and self.fmax > self.sample_rate / 2:
-            raise ValueError(f"fmax {self.fmax} is above Nyquist ({self.sample_rate / 2})")
+            raise ConfigError("mel config: n_fft - hop_length must be even for the symmetric HiFi-GAN padding")
+        nyquist = self.sample_rate / 2
+        top = nyquist if self.fmax is None else self.fmax
+        if top > nyquist:
+            raise ConfigError(f"mel config: fmax {self.fmax} is above Nyquist ({nyquist}); lower it or use None")
+        if not 0 <= self.fmin < top:
+            raise ConfigError(f"mel config: need 0 <= fmin < fmax, got fmin={self.fmin}, fmax={top}")
+        if not self.log_clamp > 0:
+            raise ConfigError(f"mel config: log_clamp must be positive, got {self.log_clamp}")
 
     @property
     def padding(self) -> int:
         """Reflect padding on each side, (n_fft - hop) / 2, so that frames == len // hop."""
         return (self.n_fft - self.hop_length) // 2
+
+    @property
+    def min_samples(self) -> int:
+        """Shortest input with one frame: a full hop, and more samples than the reflect padding."""
+        return max(self.hop_length, self.padding + 1)
 
     @property
     def frame_rate(self) -> float:
@@ -69,7 +90,9 @@ class MelConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:
-            raise ValueError(f"unknown mel config keys {sorted(unknown)}; known keys: {sorted(known)}")
+            raise ConfigError(
+                f"unknown mel config key(s) {', '.join(sorted(unknown))}; known keys: {', '.join(sorted(known))}"
+            )
         return cls(**data)
 
     def check_compatible(self, other: MelConfig, this_name: str = "model", other_name: str = "vocoder") -> None:
@@ -108,17 +131,25 @@ class MelSpectrogram(nn.Module):
         super().__init__()
         self.config = config or MelConfig()
         # Buffers, not parameters: they follow .to(device) but are not trained or saved as weights.
-        self.register_buffer("mel_basis", torch.from_numpy(mel_basis(self.config)), persistent=False)
-        self.register_buffer("window", torch.hann_window(self.config.win_length), persistent=False)
+        # Kept in float64 and cast to the input's dtype on use, so float64 input gets a float64 front end.
+        basis = librosa.filters.mel(
+            sr=self.config.sample_rate, n_fft=self.config.n_fft, n_mels=self.config.n_mels,
+            fmin=self.config.fmin, fmax=self.config.fmax, dtype=np.float64,
+        )  # (n_mels, n_fft // 2 + 1), Slaney
+        self.register_buffer("mel_basis", torch.from_numpy(basis).double(), persistent=False)
+        self.register_buffer(
+            "window", torch.hann_window(self.config.win_length, dtype=torch.float64), persistent=False
+        )
 
     def magnitude(self, audio: torch.Tensor) -> torch.Tensor:
         """Linear STFT magnitude, (B, n_fft // 2 + 1, frames)."""
         c = self.config
-        if audio.shape[-1] <= c.padding:
+        if audio.shape[-1] < c.min_samples:
             raise ValueError(
                 f"audio of {audio.shape[-1]} samples is too short for one mel frame "
-                f"(need more than {c.padding} samples at {c.sample_rate} Hz)"
+                f"(need at least {c.min_samples} samples at {c.sample_rate} Hz)"
             )
+        # (B, 1, T) for the 1-D reflect pad, then back to (B, T + 2 * padding).
         padded = torch.nn.functional.pad(audio.unsqueeze(1), (c.padding, c.padding), mode="reflect").squeeze(1)
         spec = torch.stft(
             padded,
@@ -133,9 +164,12 @@ class MelSpectrogram(nn.Module):
         return torch.sqrt(spec.real.pow(2) + spec.imag.pow(2) + 1e-9)
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        if audio.dim() not in (1, 2):
+            raise ValueError(f"expected audio of shape (T,) or (B, T), got {tuple(audio.shape)}")
         unbatched = audio.dim() == 1
         if unbatched:
-            audio = audio.unsqueeze(0)
+            audio = audio.unsqueeze(0)  # (1, T)
+        # (n_mels, F) @ (B, F, frames) -> (B, n_mels, frames); the basis follows the input's precision.
         mel = torch.matmul(self.mel_basis.to(audio.dtype), self.magnitude(audio))
         log_mel = torch.log(torch.clamp(mel, min=self.config.log_clamp))
         return log_mel[0] if unbatched else log_mel
