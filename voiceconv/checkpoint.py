@@ -54,8 +54,14 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     _atomic_write_bytes(Path(path), lambda temp: Path(temp).write_text(text))
 
 
-def save_pretrained(directory: str | Path, kind: str, config: dict, state_dict: dict, extra: dict | None = None) -> Path:
-    """Write ``model.safetensors`` and ``config.json`` into ``directory``."""
+def save_pretrained(
+    directory: str | Path, kind: str, config: dict, state_dict: dict, extra: dict | None = None
+) -> Path:
+    """Write ``model.safetensors`` and ``config.json`` into ``directory``.
+
+    ``config`` is the full constructor config (JSON-serialisable); ``extra`` adds top-level keys
+    to ``config.json`` (e.g. training provenance) but may not replace the reserved ones.
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     # safetensors refuses shared or non-contiguous storage; clone makes every tensor its own.
@@ -72,6 +78,9 @@ def save_pretrained(directory: str | Path, kind: str, config: dict, state_dict: 
         "config": config,
     }
     if extra:
+        clash = sorted(set(extra) & set(meta))
+        if clash:
+            raise ValueError(f"extra metadata may not replace the reserved keys {clash}")
         meta.update(extra)
     atomic_write_text(directory / CONFIG_NAME, json.dumps(meta, indent=2) + "\n")
     return directory
@@ -138,35 +147,44 @@ def load_train_state(path: str | Path) -> dict:
 
 
 def rng_state() -> dict:
-    """Every RNG that training touches, as tensors that ``weights_only`` loading accepts."""
+    """Every global RNG that training touches, as tensors and numbers that ``weights_only`` loading accepts.
+
+    Each generator's cached Gaussian is kept too (Python's ``random.gauss`` and NumPy's legacy
+    ``normal`` draw values in pairs), otherwise the first normal draw after a resume would differ.
+    """
     import random
 
     import numpy as np
 
+    version, internal, gauss_next = random.getstate()
+    _, keys, position, has_gauss, cached_gaussian = np.random.get_state()
     state = {
         "torch": torch.get_rng_state(),
-        "python": torch.tensor(list(_flatten_python_state(random.getstate())), dtype=torch.int64),
-        "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
-        "numpy_pos": int(np.random.get_state()[2]),
+        "python": torch.tensor([version, *internal], dtype=torch.int64),  # MT words < 2**32 fit int64
+        "python_gauss": None if gauss_next is None else float(gauss_next),
+        "numpy": torch.from_numpy(keys.astype(np.int64)),
+        "numpy_pos": int(position),
+        "numpy_gauss": (int(has_gauss), float(cached_gaussian)),
     }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
-def _flatten_python_state(state) -> list[int]:
-    version, internal, gauss = state
-    return [version, *internal, 0 if gauss is None else 1]
-
-
 def set_rng_state(state: dict) -> None:
+    """Restore what :func:`rng_state` captured (states saved before the Gaussian caches were kept load too)."""
     import random
 
     import numpy as np
 
     torch.set_rng_state(state["torch"])
     values = state["python"].tolist()
-    random.setstate((values[0], tuple(values[1:-1]), None))
-    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"], 0, 0.0))
+    if "python_gauss" in state:
+        random.setstate((values[0], tuple(values[1:]), state["python_gauss"]))
+    else:  # older layout: [version, *internal, gauss flag]
+        random.setstate((values[0], tuple(values[1:-1]), None))
+    has_gauss, cached_gaussian = state.get("numpy_gauss", (0, 0.0))
+    keys = state["numpy"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", keys, int(state["numpy_pos"]), int(has_gauss), float(cached_gaussian)))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
