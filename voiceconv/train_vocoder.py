@@ -1,0 +1,590 @@
+"""Train (or fine-tune) a neural vocoder: one plain PyTorch GAN loop, resumable, DDP under torchrun.
+
+Single process (CUDA when available, else CPU)::
+
+    voiceconv train-vocoder --config voiceconv/conf/vocoder_istft.yaml --data prepared/ --out runs/vocoder
+
+Resume (the run's own ``config.yaml`` is read back; overrides still apply)::
+
+    voiceconv train-vocoder --data prepared/ --out runs/vocoder --resume train.steps=400000
+
+Fine-tune on the mels a VC model reconstructs from real audio (fewer artifacts on converted speech),
+starting from an existing vocoder::
+
+    voiceconv train-vocoder --config voiceconv/conf/vocoder_istft.yaml --data prepared/ --out runs/voc_ft \\
+        --finetune-from-vc runs/adain_vc train.init_from=runs/vocoder/best
+
+Several processes (gloo on CPU, nccl on GPUs; ``train.batch_size`` is the global batch)::
+
+    torchrun --standalone --nproc_per_node 2 -m voiceconv.cli train-vocoder --config CONF --data D --out RUN
+
+How a step works: :class:`~voiceconv.data.SegmentBatcher` returns mel segments with their aligned
+audio, a pure function of ``(seed, step, rank)``. The generator turns the mel into a waveform.
+Until ``adversarial_start_step`` only the reconstruction losses (``loss/mel``, ``loss/stft``)
+train it, which converges in few steps on a CPU; after that the discriminators (multi-period +
+multi-resolution STFT) take a least-squares GAN step and the generator adds ``loss/fm`` and
+``loss/adv``. The generator's loss is ``sum(lambdas[k] * out[k])`` over the ``loss/*`` keys present.
+
+Run directory (see :class:`voiceconv.training_utils.RunDirectory`): ``config.yaml``,
+``train_state.pt`` (generator, discriminators, both optimizers, step, RNG of every rank),
+``last/``, ``best/`` (lowest validation log-mel L1) and ``checkpoints/step_XXXXXXX/``, each a
+vocoder directory that :meth:`Vocoder.from_pretrained` loads; ``tb/`` and ``metrics.jsonl``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from voiceconv.checkpoint import (
+    atomic_write_text,
+    load_pretrained,
+    load_train_state,
+    rng_state,
+    save_train_state,
+    set_rng_state,
+)
+from voiceconv.config import from_dict, to_dict
+from voiceconv.data import PreparedCorpus, SegmentBatcher
+from voiceconv.errors import CheckpointError, ConfigError
+from voiceconv.training_utils import (
+    Distributed,
+    NanGuard,
+    RunDirectory,
+    RunLogger,
+    TrainingError,
+    any_rank,
+    barrier,
+    cleanup_distributed,
+    gather_objects,
+    seed_everything,
+    setup_distributed,
+    unwrap,
+)
+from voiceconv.vocoder.discriminators import DiscriminatorConfig, Discriminators
+from voiceconv.vocoder.hifigan import HiFiGANGenerator
+from voiceconv.vocoder.losses import (
+    DEFAULT_STFT_RESOLUTIONS,
+    MelLoss,
+    MultiResolutionSTFTLoss,
+    discriminator_loss,
+    feature_matching_loss,
+    generator_adversarial_loss,
+)
+from voiceconv.vocoder.model import KIND, Vocoder, VocoderConfig
+from voiceconv.vocoder.quality import log_mel_l1, multi_resolution_stft_distance
+
+logger = logging.getLogger(__name__)
+
+MelTransform = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class VocoderTrainConfig:
+    steps: int = 500_000  # HiFi-GAN/Vocos train for 0.5-2.5 M steps on GPUs; CPU runs override this
+    batch_size: int = 16  # HiFi-GAN batch_size; global over all DDP processes
+    segment_frames: int = 32  # HiFi-GAN segment_size 8192 samples = 32 frames of hop 256
+    lr_g: float = 2e-4  # HiFi-GAN learning_rate
+    lr_d: float = 2e-4  # HiFi-GAN learning_rate (same for the discriminators)
+    betas: tuple[float, float] = (0.8, 0.99)  # HiFi-GAN adam_b1, adam_b2 (AdamW)
+    weight_decay: float = 0.01  # torch AdamW default, which HiFi-GAN uses
+    final_lr_ratio: float = 0.1  # cosine decay of both learning rates to this fraction at `steps` (Vocos: cosine)
+    # Steps with reconstruction losses only, before the discriminators join (fast convergence on small compute).
+    adversarial_start_step: int = 20_000
+    # Weight of every loss/* key; HiFi-GAN lambda_mel 45 and lambda_fm 2, adversarial 1; STFT loss as Parallel WaveGAN.
+    lambdas: dict[str, float] = field(default_factory=lambda: {
+        "loss/mel": 45.0, "loss/stft": 1.0, "loss/fm": 2.0, "loss/adv": 1.0})
+    # (n_fft, hop, win) of the multi-resolution STFT loss: Parallel WaveGAN's three resolutions.
+    stft_resolutions: tuple = DEFAULT_STFT_RESOLUTIONS
+    discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)  # HiFi-GAN MPD + UnivNet MRD
+    grad_clip: float = 0.0  # max gradient norm per network; <= 0 disables (HiFi-GAN does not clip)
+    bf16: bool = True  # bf16 autocast for the networks on CUDA (ignored on CPU); losses stay float32
+    log_every: int = 100  # scalars (averaged over the interval) to TensorBoard and metrics.jsonl
+    val_every: int = 2_000  # validation on held-out utterances, with audio in TensorBoard
+    checkpoint_every: int = 5_000  # last/, checkpoints/step_XXXXXXX/ and train_state.pt
+    keep_checkpoints: int = 3  # newest periodic checkpoints kept; <= 0 keeps all
+    n_val_utterances: int = 8  # utterances held out of training for validation
+    val_max_frames: int = 512  # validation utterances are cut to this many frames (~6 s)
+    n_audio_samples: int = 2  # validation utterances whose audio goes to TensorBoard
+    seed: int = 0  # model init and data order; the same seed replays the same run
+    max_bad_steps: int = 20  # abort after this many consecutive steps with a non-finite loss or gradient
+    num_threads: int | None = None  # torch CPU threads per process; None keeps torch's default
+    # VC model (or VC run) directory: train on the mels it reconstructs from real audio (--finetune-from-vc).
+    finetune_from_vc: str | None = None
+    init_from: str | None = None  # vocoder directory whose generator weights start the run (fine-tuning)
+
+    def __post_init__(self) -> None:
+        self.betas = tuple(self.betas)
+        self.stft_resolutions = tuple(tuple(int(v) for v in r) for r in self.stft_resolutions)
+        if self.steps < 0 or self.batch_size < 1 or self.segment_frames < 1:
+            raise ValueError("steps must be >= 0, batch_size and segment_frames >= 1")
+        if min(self.log_every, self.val_every, self.checkpoint_every) < 1:
+            raise ValueError("log_every, val_every and checkpoint_every must be >= 1")
+        if not 0.0 <= self.final_lr_ratio <= 1.0:
+            raise ValueError("final_lr_ratio must be in [0, 1]")
+
+
+@dataclass
+class VocoderExperiment:
+    """Everything a run needs: the vocoder's constructor config and the training config."""
+
+    model: VocoderConfig = field(default_factory=VocoderConfig)
+    train: VocoderTrainConfig = field(default_factory=VocoderTrainConfig)
+
+
+def load_experiment(path: str | Path | None = None, overrides: list[str] | None = None) -> VocoderExperiment:
+    """Read a vocoder experiment YAML (with ``base:`` overlays) plus ``key=value`` overrides."""
+    from voiceconv.config import load_config
+
+    return load_config(VocoderExperiment, path, overrides)
+
+
+@dataclass
+class State:
+    """Everything that changes during training."""
+
+    generator: torch.nn.Module  # the Vocoder, wrapped in DistributedDataParallel when world_size > 1
+    discriminators: torch.nn.Module  # Discriminators, DDP-wrapped likewise
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    config: VocoderTrainConfig
+    ctx: Distributed
+    guard: NanGuard
+    mel_loss: MelLoss
+    stft_loss: MultiResolutionSTFTLoss
+    mel_transform: MelTransform | None = None  # VC reconstruction of the input mel (fine-tuning)
+    step: int = 0
+    best_val: float = math.inf
+
+    @property
+    def device(self) -> torch.device:
+        return self.ctx.device
+
+
+def learning_rate(base: float, step: int, config: VocoderTrainConfig) -> float:
+    """Cosine decay from ``base`` to ``base * final_lr_ratio`` over ``config.steps``: a pure function of step."""
+    progress = min(1.0, step / max(1, config.steps))
+    return base * (config.final_lr_ratio + (1 - config.final_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def _autocast(state: State):
+    if state.config.bf16 and state.device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _clip(parameters, max_norm: float) -> torch.Tensor:
+    params = [p for p in parameters if p.grad is not None]
+    if not params:
+        return torch.zeros(())
+    return torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm > 0 else math.inf)
+
+
+@contextlib.contextmanager
+def _frozen(module: torch.nn.Module):
+    """No weight gradients (the discriminators during the generator step), and no DDP gradient sync."""
+    sync = module.no_sync() if isinstance(module, torch.nn.parallel.DistributedDataParallel) else \
+        contextlib.nullcontext()
+    flags = [(p, p.requires_grad) for p in module.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        with sync:
+            yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+def train_step(state: State, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+    """One generator step (and, once adversarial, one discriminator step) on ``batch``.
+
+    ``batch``: ``mel (B, n_mels, S)`` and ``audio (B, S * hop)``. Returns every unweighted ``loss/*``,
+    ``loss/total`` (weighted generator loss), ``loss/disc``, the pre-clipping gradient norms, ``lr``
+    and ``skipped`` (1 when the update was dropped because something was not finite).
+    """
+    config, generator, discriminators = state.config, state.generator, state.discriminators
+    generator.train()
+    discriminators.train()
+    mel = batch["mel"].to(state.device, non_blocking=True)
+    audio = batch["audio"].to(state.device, non_blocking=True)
+    if state.mel_transform is not None:
+        with torch.no_grad():
+            mel = state.mel_transform(mel)
+    lr_g, lr_d = learning_rate(config.lr_g, state.step, config), learning_rate(config.lr_d, state.step, config)
+    for group in state.opt_g.param_groups:
+        group["lr"] = lr_g
+    for group in state.opt_d.param_groups:
+        group["lr"] = lr_d
+    adversarial = state.step >= config.adversarial_start_step
+
+    with _autocast(state):
+        generated = generator(mel)
+    generated = generated.float()  # (B, S * hop); losses in float32
+
+    values: dict[str, float] = {}
+    disc_finite = True
+    if adversarial:
+        with _autocast(state):
+            # Real and generated audio in one batch: one pass through each sub-discriminator.
+            outputs = discriminators(torch.cat([audio, generated.detach()]))
+        real = [(logits.chunk(2)[0], [f.chunk(2)[0] for f in maps]) for logits, maps in outputs]
+        fake = [(logits.chunk(2)[1], [f.chunk(2)[1] for f in maps]) for logits, maps in outputs]
+        loss_disc = discriminator_loss(
+            [(r.float(), m) for r, m in real], [(f.float(), m) for f, m in fake])
+        state.opt_d.zero_grad(set_to_none=True)
+        loss_disc.backward()
+        grad_norm_d = _clip(discriminators.parameters(), config.grad_clip)
+        disc_finite = bool(torch.isfinite(loss_disc)) and bool(torch.isfinite(grad_norm_d))
+        values.update({"loss/disc": float(loss_disc.detach()), "grad_norm_d": float(grad_norm_d)})
+
+    out = {"loss/mel": state.mel_loss(generated, audio), "loss/stft": state.stft_loss(generated, audio)}
+    if adversarial:
+        with _frozen(discriminators):
+            with torch.no_grad(), _autocast(state):
+                real = discriminators(audio)  # feature-matching targets, after the discriminator update
+            with _autocast(state):
+                fake = discriminators(generated)
+        out["loss/fm"] = feature_matching_loss(real, fake).float()
+        out["loss/adv"] = generator_adversarial_loss([(logits.float(), maps) for logits, maps in fake])
+    total = sum(config.lambdas.get(k, 1.0) * v for k, v in out.items())
+    state.opt_g.zero_grad(set_to_none=True)
+    total.backward()
+    grad_norm_g = _clip(generator.parameters(), config.grad_clip)
+    finite = disc_finite and bool(torch.isfinite(total)) and bool(torch.isfinite(grad_norm_g))
+    # Every rank must take the same decision, or the replicas drift apart.
+    finite = not any_rank(not finite, state.ctx)
+    bad = [k for k, v in out.items() if not torch.isfinite(v).all()]
+    apply = state.guard.check(finite, state.step, f"(non-finite: {', '.join(bad) or 'gradient'})")
+    if apply:
+        if adversarial:
+            state.opt_d.step()
+        state.opt_g.step()
+    state.opt_g.zero_grad(set_to_none=True)
+    state.opt_d.zero_grad(set_to_none=True)
+    state.step += 1
+
+    values.update({k: float(v.detach()) for k, v in out.items()})
+    values.update({"loss/total": float(total.detach()), "grad_norm_g": float(grad_norm_g), "lr": lr_g,
+                   "skipped": 0.0 if apply else 1.0})
+    return values
+
+
+# ------------------------------------------------------------------------------------------ set-up
+
+
+def resolve_vc_dir(path: str | Path) -> Path:
+    """A VC model directory, given either the model directory or a training run (``best/`` then ``last/``)."""
+    path = Path(path)
+    if (path / "config.json").is_file():
+        return path
+    for name in ("best", "last"):
+        if (path / name / "config.json").is_file():
+            return path / name
+    raise CheckpointError(f"{path}: neither a VC model directory (no config.json) nor a VC run with best/ or "
+                          "last/; pass the directory written by 'voiceconv train' or a released model")
+
+
+def vc_mel_transform(path: str | Path, mel_config, device: torch.device) -> MelTransform:
+    """``mel -> model.convert(mel, model.embed(mel))`` for the VC model at ``path`` (frozen, eval mode)."""
+    from voiceconv.models.vc_model import VCModel
+
+    model_dir = resolve_vc_dir(path)
+    model = VCModel.from_pretrained(model_dir, device=device)
+    model.mel_config.check_compatible(mel_config, "VC model", "vocoder")
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    logger.info("fine-tuning on reconstructions of the VC model in %s", model_dir)
+
+    def transform(mel: torch.Tensor) -> torch.Tensor:
+        return model.convert(mel, model.embed(mel))
+
+    return transform
+
+
+def load_generator_weights(vocoder: Vocoder, directory: str | Path) -> None:
+    """Start from another vocoder's generator weights (same generator config), keeping weight norm trainable."""
+    meta, state_dict = load_pretrained(directory, kind=KIND)
+    saved = VocoderConfig.from_dict(meta["config"]).to_dict()
+    ours = vocoder.config.to_dict()
+    if saved != ours:
+        raise ConfigError(f"{directory}: its vocoder config differs from this run's model section "
+                          f"(saved {saved} vs run {ours}); use the same model config to fine-tune it")
+    if isinstance(vocoder.generator, HiFiGANGenerator):
+        vocoder.generator.load_jik876_state_dict(state_dict)
+    else:
+        vocoder.load_generator_state(state_dict, source=str(directory))
+    logger.info("generator initialised from %s", directory)
+
+
+@dataclass
+class ValidationSet:
+    """Fixed held-out utterances: ``mels[i] (n_mels, T_i)`` and ``audios[i] (T_i * hop,)``."""
+
+    mels: list[torch.Tensor]
+    audios: list[torch.Tensor]
+
+    @classmethod
+    def build(cls, corpus: PreparedCorpus, indices: list[int], max_frames: int) -> ValidationSet:
+        mels, audios = [], []
+        for index in indices:
+            n_frames = min(corpus.utterances[index].n_frames, max_frames)
+            mels.append(torch.from_numpy(corpus.mel(index, 0, n_frames)))
+            audios.append(torch.from_numpy(corpus.audio(index, 0, n_frames)))
+        return cls(mels, audios)
+
+
+def split_validation(corpus: PreparedCorpus, n_val: int, seed: int) -> tuple[list[int], list[int]]:
+    """Deterministically hold out ``n_val`` utterances (at most a quarter of the corpus)."""
+    n_val = min(n_val, len(corpus) // 4)
+    order = np.random.default_rng(seed).permutation(len(corpus))
+    held = sorted(int(i) for i in order[:n_val])
+    return [i for i in range(len(corpus)) if i not in set(held)], held
+
+
+@torch.no_grad()
+def validate(vocoder: Vocoder, val: ValidationSet, device: torch.device,
+             mel_transform: MelTransform | None = None) -> tuple[dict[str, float], list[torch.Tensor]]:
+    """``val/mel_l1`` and ``val/mrstft`` of the vocoder's resynthesis of each held-out utterance."""
+    vocoder.eval()
+    mel_l1, mrstft, outputs = [], [], []
+    for mel, audio in zip(val.mels, val.audios):
+        mel = mel.to(device).unsqueeze(0)  # (1, n_mels, T)
+        if mel_transform is not None:
+            mel = mel_transform(mel)
+        output = vocoder(mel)[0].float().clamp(-1, 1).cpu()  # (T * hop,)
+        outputs.append(output)
+        mel_l1.append(log_mel_l1(audio, output, vocoder.mel_config))
+        mrstft.append(multi_resolution_stft_distance(audio, output))
+    return {"val/mel_l1": float(np.mean(mel_l1)), "val/mrstft": float(np.mean(mrstft))}, outputs
+
+
+def _save_checkpoint(state: State, run: RunDirectory, experiment: VocoderExperiment, periodic: bool) -> None:
+    """``last/`` (and ``checkpoints/step_X/``) plus ``train_state.pt``; collective: every rank calls it."""
+    rngs = gather_objects(rng_state(), state.ctx)
+    if state.ctx.is_main:
+        vocoder = unwrap(state.generator)
+        vocoder.save_pretrained(run.last)
+        if periodic:
+            vocoder.save_pretrained(run.checkpoint(state.step))
+            run.prune(state.config.keep_checkpoints)
+        save_train_state(run.train_state, {
+            "step": state.step,
+            "best_val": state.best_val,
+            "generator": {k: v.detach().cpu() for k, v in vocoder.state_dict().items()},
+            "discriminators": {k: v.detach().cpu() for k, v in unwrap(state.discriminators).state_dict().items()},
+            "opt_g": state.opt_g.state_dict(),
+            "opt_d": state.opt_d.state_dict(),
+            "rng": rngs,
+            "world_size": state.ctx.world_size,
+            "bad_steps_total": state.guard.total,
+            "config": to_dict(experiment),
+        })
+    barrier(state.ctx)
+
+
+def _restore(state: State, run: RunDirectory) -> None:
+    saved = load_train_state(run.train_state)
+    unwrap(state.generator).load_state_dict(saved["generator"])
+    unwrap(state.discriminators).load_state_dict(saved["discriminators"])
+    state.opt_g.load_state_dict(saved["opt_g"])
+    state.opt_d.load_state_dict(saved["opt_d"])
+    # A resumed run may change hyperparameters; the config wins (the lr is set from the step anyway).
+    for optimizer in (state.opt_g, state.opt_d):
+        for group in optimizer.param_groups:
+            group.update(betas=tuple(state.config.betas), weight_decay=state.config.weight_decay)
+    state.step, state.best_val = int(saved["step"]), float(saved["best_val"])
+    state.guard.total = int(saved.get("bad_steps_total", 0))
+    rngs = saved["rng"]
+    if len(rngs) == state.ctx.world_size:
+        set_rng_state(rngs[state.ctx.rank])
+    else:
+        logger.warning("resuming with %d processes instead of %d: the data order stays exact, the RNG "
+                       "state does not", state.ctx.world_size, len(rngs))
+        seed_everything(state.config.seed * 1000 + state.ctx.rank + state.step)
+    logger.info("resumed from %s at step %d", run.train_state, state.step)
+
+
+def _check_resume_config(run: RunDirectory, experiment: VocoderExperiment) -> None:
+    saved = yaml.safe_load(run.config.read_text()) if run.config.is_file() else None
+    if saved is None:
+        return
+    if saved.get("model") != to_dict(experiment.model):
+        raise ConfigError(f"{run.config}: the model section differs from the run being resumed, so the saved "
+                          "weights do not fit; resume without --config (the run's own config.yaml is used) or "
+                          "start a new run with another --out")
+    changed = {k for k, v in to_dict(experiment.train).items() if saved.get("train", {}).get(k) != v}
+    if changed:
+        logger.info("resuming with changed train settings: %s", ", ".join(sorted(changed)))
+
+
+def build_state(experiment: VocoderExperiment, ctx: Distributed,
+                mel_transform: MelTransform | None = None) -> State:
+    """Networks, optimizers and losses with identical initial weights on every rank."""
+    config = experiment.train
+    seed_everything(config.seed)
+    vocoder = Vocoder(experiment.model).to(ctx.device)
+    if config.init_from:
+        load_generator_weights(vocoder, config.init_from)
+    discriminators = Discriminators(config.discriminator).to(ctx.device)
+    seed_everything(config.seed * 1000 + ctx.rank)
+    generator, wrapped_d = vocoder, discriminators
+    if ctx.enabled:
+        device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+        generator = torch.nn.parallel.DistributedDataParallel(vocoder, device_ids=device_ids)
+        wrapped_d = torch.nn.parallel.DistributedDataParallel(discriminators, device_ids=device_ids)
+    betas = tuple(config.betas)
+    opt_g = torch.optim.AdamW(vocoder.parameters(), config.lr_g, betas=betas, weight_decay=config.weight_decay)
+    opt_d = torch.optim.AdamW(discriminators.parameters(), config.lr_d, betas=betas,
+                              weight_decay=config.weight_decay)
+    return State(generator, wrapped_d, opt_g, opt_d, config, ctx, NanGuard(config.max_bad_steps),
+                 MelLoss(experiment.model.mel).to(ctx.device),
+                 MultiResolutionSTFTLoss(config.stft_resolutions).to(ctx.device), mel_transform)
+
+
+# ------------------------------------------------------------------------------------------- loop
+
+
+def train(
+    experiment: VocoderExperiment,
+    data_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+    mel_transform: MelTransform | None = None,
+) -> dict[str, float]:
+    """Train (or resume) a vocoder run in ``out_dir`` on the prepared corpus ``data_dir``; returns the last scalars.
+
+    ``mel_transform`` replaces the input mels (tests inject one; the CLI builds it from
+    ``train.finetune_from_vc``).
+    """
+    config = experiment.train
+    if experiment.model.generator == "griffin_lim":
+        raise ConfigError("model.generator=griffin_lim has nothing to train; choose istft or hifigan")
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    ctx = setup_distributed(device)
+    try:
+        return _train(experiment, data_dir, RunDirectory(out_dir), resume, ctx, progress, mel_transform)
+    finally:
+        cleanup_distributed(ctx)
+
+
+def _train(experiment: VocoderExperiment, data_dir, run: RunDirectory, resume: bool, ctx: Distributed,
+           progress: bool, mel_transform: MelTransform | None) -> dict[str, float]:
+    from tqdm import tqdm
+
+    config = experiment.train
+    run.check_start(resume)
+    if resume:
+        _check_resume_config(run, experiment)
+    if config.batch_size % ctx.world_size:
+        raise ConfigError(f"train.batch_size={config.batch_size} is not divisible by the {ctx.world_size} "
+                          "processes; choose a multiple")
+    corpus = PreparedCorpus(data_dir)
+    corpus.mel_config.check_compatible(experiment.model.mel, "prepared data", "vocoder config")
+    if mel_transform is None and config.finetune_from_vc:
+        mel_transform = vc_mel_transform(config.finetune_from_vc, experiment.model.mel, ctx.device)
+    train_indices, val_indices = split_validation(corpus, config.n_val_utterances, config.seed)
+    batcher = SegmentBatcher(corpus, config.segment_frames, config.batch_size // ctx.world_size, config.seed,
+                             train_indices, ctx.rank, ctx.world_size, with_audio=True)
+    state = build_state(experiment, ctx, mel_transform)
+    if resume:
+        _restore(state, run)
+    vocoder = unwrap(state.generator)
+    if ctx.is_main:
+        run.root.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run.config, yaml.safe_dump(to_dict(experiment), sort_keys=False))
+        logger.info("vocoder (%s): %.3f M generator parameters, %.3f M discriminator parameters; %d training "
+                    "utterances, %d held out; device %s x %d process(es)", experiment.model.generator,
+                    vocoder.n_parameters() / 1e6,
+                    sum(p.numel() for p in state.discriminators.parameters()) / 1e6,
+                    len(train_indices), len(val_indices), ctx.device, ctx.world_size)
+    barrier(ctx)
+
+    log = RunLogger(run, enabled=ctx.is_main, start_step=state.step)
+    val = ValidationSet.build(corpus, val_indices, config.val_max_frames) if ctx.is_main and val_indices else None
+    baseline_logged = False
+    bar = tqdm(total=config.steps, initial=state.step, disable=not (ctx.is_main and progress), unit="step",
+               dynamic_ncols=True, desc="train-vocoder")
+    window: dict[str, list[float]] = {}
+    last: dict[str, float] = {}
+    timer = time.perf_counter()
+    try:
+        while state.step < config.steps:
+            values = train_step(state, batcher.batch(state.step))
+            bar.update(1)
+            for key, value in values.items():
+                window.setdefault(key, []).append(value)
+            finished = state.step >= config.steps
+            if state.step % config.log_every == 0 or finished:
+                elapsed = time.perf_counter() - timer
+                last = {k: float(np.mean(v)) for k, v in window.items()}
+                last["steps_per_second"] = len(window["loss/total"]) / max(elapsed, 1e-9)
+                log.scalars(last, state.step)
+                bar.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in last.items() if k.startswith("loss/")})
+                window, timer = {}, time.perf_counter()
+            if ctx.is_main and val is not None and (state.step % config.val_every == 0 or finished):
+                # Validation must not consume the training RNG, or resuming would change the run.
+                with torch.random.fork_rng(devices=[ctx.device] if ctx.device.type == "cuda" else []):
+                    scores = _validate_and_log(vocoder, val, state, log, not baseline_logged)
+                baseline_logged = True
+                last.update(scores)
+                if scores["val/mel_l1"] < state.best_val:
+                    state.best_val = scores["val/mel_l1"]
+                    vocoder.save_pretrained(run.best)
+            if state.step % config.checkpoint_every == 0 or finished:
+                _save_checkpoint(state, run, experiment, periodic=state.step % config.checkpoint_every == 0)
+                log.flush()
+    finally:
+        bar.close()
+        log.close()
+    return last
+
+
+def _validate_and_log(vocoder: Vocoder, val: ValidationSet, state: State, log: RunLogger,
+                      with_baseline: bool) -> dict[str, float]:
+    scores, outputs = validate(vocoder, val, state.device, state.mel_transform)
+    sample_rate = vocoder.sample_rate
+    if with_baseline:
+        # Griffin-Lim on the same input: the bar a neural vocoder has to clear (logged once per process).
+        griffin_lim = Vocoder.griffin_lim(vocoder.mel_config, device=state.device)
+        baseline = validate(griffin_lim, val, state.device, state.mel_transform)[0]
+        scores.update({f"{k}_griffin_lim": v for k, v in baseline.items()})
+    log.scalars(scores, state.step)
+    logger.info("step %d: %s", state.step, ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+    for i in range(min(state.config.n_audio_samples, len(outputs))):
+        log.audio(f"audio/generated_{i}", outputs[i], state.step, sample_rate)
+        if with_baseline:
+            log.audio(f"audio/real_{i}", val.audios[i], state.step, sample_rate)
+    vocoder.train()
+    return scores
+
+
+def experiment_from_args(config_path: str | None, overrides: list[str], run_dir: str | Path,
+                         resume: bool) -> VocoderExperiment:
+    """The CLI's config: ``--config`` plus overrides, or on ``--resume`` the run's own ``config.yaml``."""
+    from voiceconv.config import apply_overrides, load_yaml
+
+    run = RunDirectory(run_dir)
+    if config_path is None:
+        if not resume:
+            raise ConfigError("--config is required for a new run (e.g. --config voiceconv/conf/vocoder_istft.yaml)")
+        if not run.config.is_file():
+            raise TrainingError(f"{run.root}: no config.yaml to resume from; pass --config")
+        data = yaml.safe_load(run.config.read_text())
+    else:
+        data = load_yaml(config_path)
+    return from_dict(VocoderExperiment, apply_overrides(data, overrides))
