@@ -46,8 +46,9 @@ class MultiResolutionSTFTLoss(nn.Module):
     @staticmethod
     def magnitude(audio: torch.Tensor, n_fft: int, hop: int, window: torch.Tensor) -> torch.Tensor:
         spec = torch.stft(audio, n_fft, hop, window.shape[0], window, center=True, return_complex=True)
-        # The floor keeps log() and the root's gradient finite in digital silence.
-        return torch.sqrt(spec.real.square() + spec.imag.square()).clamp(min=1e-7)
+        # The epsilon under the root keeps its gradient finite at exact zeros (which a clamp after the root
+        # would turn into 0 * inf = NaN); the floor keeps log() finite in digital silence.
+        return torch.sqrt(spec.real.square() + spec.imag.square() + 1e-12).clamp(min=1e-7)
 
     def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """``output, target: (B, L)`` -> scalar."""
