@@ -1,0 +1,73 @@
+"""The disentanglement probe: accuracies are probabilities, and a trained model's speaker vector
+carries more speaker identity than its content code."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from test_train import experiment, make_corpus  # the synthetic multi-speaker corpus and debug config
+
+from voiceconv import cli
+from voiceconv.data import PreparedCorpus
+from voiceconv.errors import CheckpointError
+from voiceconv.models.vc_model import VCModel
+from voiceconv.probe import ProbeConfig, format_table, make_chunks, resolve_model_dir, run_probe
+from voiceconv.train import train
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, Path]:
+    """(prepared corpus, run directory) of a short training run on 8 synthetic speakers."""
+    root = tmp_path_factory.mktemp("probe")
+    corpus = make_corpus(root / "corpus", seed=1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train(experiment("train.steps=150", "train.batch_size=16", "train.segment_frames=64", "train.lr=0.001",
+                         "train.log_every=50", "train.val_every=150", "train.checkpoint_every=150"),
+              corpus, root / "run", device="cpu", progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    return corpus, root / "run"
+
+
+def test_chunks_split_each_speaker_in_time_order(trained):
+    corpus = PreparedCorpus(trained[0])
+    train_chunks, test_chunks = make_chunks(corpus, corpus.speakers, ProbeConfig(chunk_seconds=0.5))
+    for speaker in corpus.speakers:
+        first = [(c.index, c.start) for c in train_chunks if c.speaker == speaker]
+        second = [(c.index, c.start) for c in test_chunks if c.speaker == speaker]
+        assert first and second
+        assert max(first) < min(second)  # test chunks come after every training chunk: no overlap in time
+    assert all(c.length == round(0.5 * corpus.mel_config.frame_rate) or c.start == 0 for c in train_chunks)
+
+
+def test_speaker_vector_carries_more_speaker_than_content(trained):
+    corpus, run = trained
+    model = VCModel.from_pretrained(resolve_model_dir(run), device="cpu")
+    report = run_probe(model, PreparedCorpus(corpus), ProbeConfig(chunk_seconds=0.5))
+    print(format_table(report))  # shown with pytest -s
+    probes = report["probes"]
+    assert set(probes) == {"speaker_vector", "content_mean", "content_frames", "input_mel_mean"}
+    for probe in probes.values():
+        for key in ("train_accuracy", "test_accuracy", "chance"):
+            assert 0.0 <= probe[key] <= 1.0
+    assert report["n_speakers"] == 8 and 0 < report["chance"] < 0.5
+    assert probes["speaker_vector"]["test_accuracy"] > probes["content_mean"]["test_accuracy"] + 0.2, probes
+    assert probes["speaker_vector"]["test_accuracy"] > probes["content_frames"]["test_accuracy"] + 0.2, probes
+    assert probes["speaker_vector"]["test_accuracy"] > 2 * report["chance"], probes
+
+
+def test_probe_cli_writes_json(trained, tmp_path, capsys):
+    corpus, run = trained
+    out = tmp_path / "probe.json"
+    assert cli.main(["probe", str(run), "--data", str(corpus), "--out", str(out), "--chunk-seconds", "0.5",
+                     "--speakers", "train", "--device", "cpu"]) == 0
+    report = json.loads(out.read_text())
+    assert report["n_speakers"] == 6 and report["speakers"] == "train"  # 2 of 8 were held out in training
+    assert "speaker_vector" in capsys.readouterr().out
+    with pytest.raises(CheckpointError):
+        resolve_model_dir(tmp_path)

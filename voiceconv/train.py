@@ -1,0 +1,492 @@
+"""Train a voice conversion model: one plain PyTorch loop, resumable, DDP under torchrun.
+
+Single process (CUDA when available, else CPU)::
+
+    voiceconv train --config voiceconv/conf/adain_vc.yaml --data prepared/ --out runs/adain_vc
+
+Resume after a crash or to train longer (the config is read back from ``runs/adain_vc/config.yaml``)::
+
+    voiceconv train --out runs/adain_vc --data prepared/ --resume train.steps=300000
+
+Several processes on one machine (gloo on CPU, nccl on GPUs; ``train.batch_size`` is the global
+batch, split evenly over the processes)::
+
+    torchrun --standalone --nproc_per_node 2 -m voiceconv.cli train --config CONF --data prepared/ --out RUN
+
+How a step works: :class:`SegmentBatcher` returns a batch that depends only on ``(seed, step,
+rank)``; the model's ``forward`` returns a dict with ``loss/*`` terms and ``metric/*`` statistics;
+the loss is ``sum(lambdas[k] * ramp_k(step) * out[k])`` over every ``loss/*`` key present (so an
+optional module, e.g. a quantizer, only adds keys and never needs a branch here). Every ``loss/*``
+and ``metric/*`` goes to TensorBoard and ``metrics.jsonl`` under its own name.
+
+Layout of the run directory (see :class:`voiceconv.training_utils.RunDirectory`): ``config.yaml``,
+``train_state.pt`` (model, optimizer, step, RNG of every rank; read with ``weights_only=True``),
+``last/`` and ``best/`` (lowest ``val/rec``) and ``checkpoints/step_XXXXXXX/`` (newest K), each a
+released-format model directory that ``VCModel.from_pretrained`` and ``voiceconv convert`` load.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from voiceconv.augment import AugmentConfig, augment_batch, n_virtual_speakers
+from voiceconv.checkpoint import atomic_write_text, load_train_state, rng_state, save_train_state, set_rng_state
+from voiceconv.config import from_dict, to_dict
+from voiceconv.data import PreparedCorpus, SegmentBatcher
+from voiceconv.errors import ConfigError
+from voiceconv.models.vc_model import VCConfig, VCModel
+from voiceconv.training_utils import (
+    Distributed,
+    NanGuard,
+    RunDirectory,
+    RunLogger,
+    TrainingError,
+    any_rank,
+    barrier,
+    cleanup_distributed,
+    gather_objects,
+    linear_ramp,
+    seed_everything,
+    setup_distributed,
+    unwrap,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 200_000  # AdaIN-VC iters
+    batch_size: int = 128  # AdaIN-VC batch_size; global over all DDP processes
+    segment_frames: int = 128  # AdaIN-VC segment_size (1.5 s at 22.05 kHz / hop 256)
+    lr: float = 5e-4  # AdaIN-VC optimizer.lr
+    betas: tuple[float, float] = (0.9, 0.999)  # AdaIN-VC beta1, beta2
+    amsgrad: bool = True  # AdaIN-VC optimizer.amsgrad
+    weight_decay: float = 1e-4  # AdaIN-VC optimizer.weight_decay (L2, as in torch.optim.Adam)
+    grad_clip: float = 5.0  # AdaIN-VC optimizer.grad_norm; <= 0 disables clipping
+    # Weight of every loss/* key the model returns; AdaIN-VC lambda_rec 10, lambda_kl 1.
+    lambdas: dict[str, float] = field(default_factory=lambda: {"loss/rec": 10.0, "loss/kl": 1.0})
+    # Linear 0 -> 1 ramp of a loss weight over N steps; AdaIN-VC annealing_iters 20000 for the KL term.
+    warmup: dict[str, int] = field(default_factory=lambda: {"loss/kl": 20_000})
+    bf16: bool = True  # bf16 autocast on CUDA (ignored on CPU); Ampere+ GPUs gain ~2x with no loss scaling
+    log_every: int = 100  # scalars (averaged over the interval) to TensorBoard and metrics.jsonl
+    val_every: int = 2_000  # validation on held-out speakers, mel images and audio
+    checkpoint_every: int = 5_000  # last/, checkpoints/step_XXXXXXX/ and train_state.pt
+    keep_checkpoints: int = 3  # newest periodic checkpoints kept; <= 0 keeps all
+    n_val_speakers: int = 10  # speakers held out for validation (AdaIN-VC held out 20 of VCTK's 109 for testing)
+    val_utterances: int = 4  # utterances per held-out speaker in the validation set
+    val_max_frames: int = 512  # validation utterances are cut to this many frames (~6 s) to bound the cost
+    norm_utterances: int = 2_000  # utterances sampled to estimate the per-bin mel mean and std
+    seed: int = 0  # model init, data order and noise; the same seed replays the same run
+    max_bad_steps: int = 20  # abort after this many consecutive steps with a non-finite loss or gradient
+    augment: AugmentConfig | None = None  # mel augmentation of the training input (None: off, as in AdaIN-VC)
+    num_threads: int | None = None  # torch CPU threads per process; None keeps torch's default
+
+    def __post_init__(self) -> None:
+        if self.steps < 0 or self.batch_size < 1 or self.segment_frames < 1:
+            raise ValueError("steps must be >= 0, batch_size and segment_frames >= 1")
+        if min(self.log_every, self.val_every, self.checkpoint_every) < 1:
+            raise ValueError("log_every, val_every and checkpoint_every must be >= 1")
+        if self.max_bad_steps < 1:
+            raise ValueError("max_bad_steps must be >= 1")
+
+
+@dataclass
+class ExperimentConfig:
+    """Everything a run needs: the model's constructor config and the training config."""
+
+    model: VCConfig = field(default_factory=VCConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def load_experiment(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Read an experiment YAML (with ``base:`` overlays) plus ``key=value`` overrides."""
+    from voiceconv.config import load_config
+
+    return load_config(ExperimentConfig, path, overrides)
+
+
+@dataclass
+class State:
+    """Everything that changes during training."""
+
+    model: torch.nn.Module  # wrapped in DistributedDataParallel when world_size > 1
+    optimizer: torch.optim.Optimizer
+    config: TrainConfig
+    ctx: Distributed
+    guard: NanGuard
+    step: int = 0
+    best_val: float = math.inf
+
+    @property
+    def device(self) -> torch.device:
+        return self.ctx.device
+
+
+def loss_weights(config: TrainConfig, keys, step: int) -> dict[str, float]:
+    """``lambdas[k] * ramp_k(step)`` for every ``loss/*`` key; a key without a lambda weighs 1."""
+    return {k: config.lambdas.get(k, 1.0) * linear_ramp(step, config.warmup.get(k, 0)) for k in keys}
+
+
+def _autocast(state: State):
+    if state.config.bf16 and state.device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _augment(batch: dict[str, torch.Tensor], state: State) -> dict[str, torch.Tensor]:
+    """Gain / VTLP augmentation (``train.augment``); the draws depend only on (seed, step, rank)."""
+    config = state.config.augment
+    if config is None:
+        return batch
+    # A generator seeded from the step, like the batcher, keeps resumption exact with no extra state.
+    generator = torch.Generator().manual_seed(int(np.random.SeedSequence(
+        [state.config.seed, state.step, state.ctx.rank, 1]).generate_state(1)[0]))
+    return augment_batch(batch, config, generator, unwrap(state.model).mel_config.log_clamp)
+
+
+def train_step(state: State, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+    """One optimizer step on ``batch`` (``mel (B, n_mels, S)``, ``speaker (B,)``, ``mask (B, S)``).
+
+    Returns every ``loss/*`` (unweighted) and ``metric/*`` value of the model, the weighted
+    ``loss/total``, the pre-clipping ``grad_norm``, ``lr`` and ``skipped`` (1 when the update was
+    dropped because the loss or a gradient was not finite).
+    """
+    model, config = state.model, state.config
+    model.train()
+    batch = _augment({k: v.to(state.device, non_blocking=True) for k, v in batch.items()}, state)
+    with _autocast(state):
+        out = model(batch["mel"], speaker_ids=batch["speaker"], mask=batch["mask"], step=state.step)
+    loss_keys = sorted(k for k in out if k.startswith("loss/"))
+    if not loss_keys:
+        raise TrainingError("the model returned no 'loss/*' terms; nothing to train")
+    weights = loss_weights(config, loss_keys, state.step)
+    total = sum(weights[k] * out[k].float() for k in loss_keys)
+
+    state.optimizer.zero_grad(set_to_none=True)
+    total.backward()
+    params = [p for p in model.parameters() if p.grad is not None]
+    max_norm = config.grad_clip if config.grad_clip > 0 else math.inf
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm) if params else torch.zeros(())
+    finite = bool(torch.isfinite(total)) and bool(torch.isfinite(grad_norm))
+    # Every rank must take the same decision, or the replicas drift apart.
+    finite = not any_rank(not finite, state.ctx)
+    bad = [k for k in loss_keys if not torch.isfinite(out[k]).all()]
+    apply = state.guard.check(finite, state.step, f"(non-finite: {', '.join(bad) or 'gradient'})")
+    if apply:
+        state.optimizer.step()
+    else:
+        state.optimizer.zero_grad(set_to_none=True)
+    state.step += 1
+
+    values = {k: float(out[k].detach().float()) for k in out if k.startswith(("loss/", "metric/"))}
+    values.update({"loss/total": float(total.detach()), "grad_norm": float(grad_norm),
+                   "lr": state.optimizer.param_groups[0]["lr"], "skipped": 0.0 if apply else 1.0})
+    return values
+
+
+# ------------------------------------------------------------------------------------------ set-up
+
+
+def compute_normalization(corpus: PreparedCorpus, indices: list[int], max_utterances: int,
+                          seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-bin mean and std ``(n_mels,)`` of the log-mels of (a sample of) the training utterances."""
+    rng = np.random.default_rng(seed)
+    chosen = indices if len(indices) <= max_utterances else rng.choice(indices, max_utterances, replace=False)
+    n_mels = corpus.mel_config.n_mels
+    total, total_sq, count = np.zeros(n_mels), np.zeros(n_mels), 0
+    for index in chosen:
+        mel = corpus.mel(int(index)).astype(np.float64)  # (n_mels, T)
+        total += mel.sum(axis=1)
+        total_sq += (mel**2).sum(axis=1)
+        count += mel.shape[1]
+    mean = total / count
+    std = np.sqrt(np.maximum(total_sq / count - mean**2, 1e-8))
+    return torch.from_numpy(mean).float(), torch.from_numpy(std).float()
+
+
+def _optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    return torch.optim.Adam(model.parameters(), lr=config.lr, betas=tuple(config.betas),
+                            weight_decay=config.weight_decay, amsgrad=config.amsgrad)
+
+
+@dataclass
+class ValidationSet:
+    """Fixed held-out utterances: ``mels[i] (n_mels, T_i)`` of ``speakers[i]``."""
+
+    mels: list[torch.Tensor]
+    speakers: list[str]
+
+    @classmethod
+    def build(cls, corpus: PreparedCorpus, speakers: list[str], per_speaker: int, max_frames: int) -> ValidationSet:
+        mels, names = [], []
+        for speaker in speakers:
+            for index in corpus.indices_for([speaker])[:per_speaker]:
+                n_frames = min(corpus.utterances[index].n_frames, max_frames)
+                mels.append(torch.from_numpy(corpus.mel(index, 0, n_frames)))
+                names.append(speaker)
+        return cls(mels, names)
+
+
+@torch.no_grad()
+def validate(model: VCModel, val: ValidationSet, device: torch.device) -> tuple[dict[str, float], dict]:
+    """Reconstruction L1 and speaker-conversion gain on held-out speakers.
+
+    ``val/rec``: mean absolute error (log-mel units) of ``convert(mel, embed(mel))``, the inference
+    path. Conversion: each utterance is converted to the next held-out speaker (cyclically), whose
+    target vector is the mean of that speaker's embeddings; ``val/sim_converted`` is the cosine
+    similarity of the converted mel's embedding to the target, ``val/sim_source`` that of the
+    unconverted source, and ``val/conversion_gain`` their difference (> 0: the conversion moves
+    toward the target in the model's own speaker space). Returns the scalars and example mels.
+    """
+    model.eval()
+    embeddings, recs = [], []
+    for mel in val.mels:
+        mel = mel.to(device).unsqueeze(0)  # (1, n_mels, T)
+        speaker = model.embed(mel)
+        embeddings.append(speaker[0])
+        recs.append((model.convert(mel, speaker) - mel).abs().mean().item())
+    values = {"val/rec": float(np.mean(recs))}
+    examples = {"source": val.mels[0], "reconstruction": model.convert(val.mels[0].to(device)[None],
+                                                                       embeddings[0][None])[0].cpu()}
+    names = sorted(set(val.speakers))
+    if len(names) >= 2:
+        centroid = {s: torch.stack([e for e, n in zip(embeddings, val.speakers) if n == s]).mean(0) for s in names}
+        converted_sims, source_sims = [], []
+        for i, (mel, speaker) in enumerate(zip(val.mels, val.speakers)):
+            target = centroid[names[(names.index(speaker) + 1) % len(names)]]
+            converted = model.convert(mel.to(device)[None], target[None])  # (1, n_mels, T)
+            converted_sims.append(torch.cosine_similarity(model.embed(converted)[0], target, dim=0).item())
+            source_sims.append(torch.cosine_similarity(embeddings[i], target, dim=0).item())
+            if i == 0:
+                examples["conversion"] = converted[0].cpu()
+        values["val/sim_converted"] = float(np.mean(converted_sims))
+        values["val/sim_source"] = float(np.mean(source_sims))
+        values["val/conversion_gain"] = values["val/sim_converted"] - values["val/sim_source"]
+    return values, examples
+
+
+def _load_vocoder(vocoder_dir: str | Path | None, mel_config):
+    """The vocoder for TensorBoard audio: ``vocoder_dir``, else Griffin-Lim; None when unavailable."""
+    try:
+        from voiceconv.vocoder.model import Vocoder
+    except ImportError:
+        logger.warning("voiceconv.vocoder is not available; TensorBoard gets mel images but no audio")
+        return None
+    if vocoder_dir:
+        vocoder = Vocoder.from_pretrained(vocoder_dir, device="cpu")
+        mel_config.check_compatible(vocoder.mel_config, "VC model", "vocoder")
+        return vocoder
+    return Vocoder.griffin_lim(mel_config)
+
+
+def _save_checkpoint(state: State, run: RunDirectory, experiment: ExperimentConfig, periodic: bool) -> None:
+    """``last/`` (and ``checkpoints/step_X/``) plus ``train_state.pt``; collective: every rank calls it."""
+    rngs = gather_objects(rng_state(), state.ctx)
+    if state.ctx.is_main:
+        model = unwrap(state.model)
+        model.save_pretrained(run.last)
+        if periodic:
+            model.save_pretrained(run.checkpoint(state.step))
+            run.prune(state.config.keep_checkpoints)
+        # The weights go into the train state too: one atomically written file is a consistent
+        # snapshot even when the process dies half-way through writing last/.
+        save_train_state(run.train_state, {
+            "step": state.step,
+            "best_val": state.best_val,
+            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "optimizer": state.optimizer.state_dict(),
+            "rng": rngs,
+            "world_size": state.ctx.world_size,
+            "bad_steps_total": state.guard.total,
+            "config": to_dict(experiment),
+        })
+    barrier(state.ctx)
+
+
+def _restore(state: State, run: RunDirectory) -> None:
+    saved = load_train_state(run.train_state)
+    unwrap(state.model).load_state_dict(saved["model"])
+    state.optimizer.load_state_dict(saved["optimizer"])
+    # A resumed run may change hyperparameters (e.g. a lower lr); the config wins over the saved state.
+    for group in state.optimizer.param_groups:
+        group.update(lr=state.config.lr, betas=tuple(state.config.betas), weight_decay=state.config.weight_decay)
+    state.step, state.best_val = int(saved["step"]), float(saved["best_val"])
+    state.guard.total = int(saved.get("bad_steps_total", 0))
+    rngs = saved["rng"]
+    if len(rngs) == state.ctx.world_size:
+        set_rng_state(rngs[state.ctx.rank])
+    else:
+        logger.warning("resuming with %d processes instead of %d: the data order stays exact, the sampling "
+                       "noise does not", state.ctx.world_size, len(rngs))
+        seed_everything(state.config.seed * 1000 + state.ctx.rank + state.step)
+    logger.info("resumed from %s at step %d", run.train_state, state.step)
+
+
+def _check_resume_config(run: RunDirectory, experiment: ExperimentConfig) -> None:
+    saved = yaml.safe_load(run.config.read_text()) if run.config.is_file() else None
+    if saved is None:
+        return
+    if saved.get("model") != to_dict(experiment.model):
+        raise ConfigError(f"{run.config}: the model section differs from the run being resumed, so the saved "
+                          "weights do not fit; resume without --config (the run's own config.yaml is used) or "
+                          "start a new run with another --out")
+    changed = {k for k, v in to_dict(experiment.train).items() if saved.get("train", {}).get(k) != v}
+    if changed:
+        logger.info("resuming with changed train settings: %s", ", ".join(sorted(changed)))
+
+
+# ------------------------------------------------------------------------------------------- loop
+
+
+def train(
+    experiment: ExperimentConfig,
+    data_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    device: str | torch.device | None = None,
+    vocoder_dir: str | Path | None = None,
+    progress: bool = True,
+) -> dict[str, float]:
+    """Train (or resume) a run in ``out_dir`` on the prepared corpus ``data_dir``; returns the last scalars."""
+    config = experiment.train
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    ctx = setup_distributed(device)
+    try:
+        return _train(experiment, data_dir, RunDirectory(out_dir), resume, ctx, vocoder_dir, progress)
+    finally:
+        cleanup_distributed(ctx)
+
+
+def _train(experiment: ExperimentConfig, data_dir, run: RunDirectory, resume: bool, ctx: Distributed,
+           vocoder_dir, progress: bool) -> dict[str, float]:
+    from tqdm import tqdm
+
+    config = experiment.train
+    run.check_start(resume)
+    if resume:
+        _check_resume_config(run, experiment)
+    if config.batch_size % ctx.world_size:
+        raise ConfigError(f"train.batch_size={config.batch_size} is not divisible by the {ctx.world_size} "
+                          "processes; choose a multiple")
+    corpus = PreparedCorpus(data_dir)
+    corpus.mel_config.check_compatible(experiment.model.mel, "prepared data", "model config")
+    train_speakers, val_speakers = corpus.split_speakers(config.n_val_speakers, config.seed)
+    if len(train_speakers) < 2:
+        raise ConfigError(f"{data_dir}: {len(corpus.speakers)} speakers leave {len(train_speakers)} for training "
+                          f"after holding out train.n_val_speakers={config.n_val_speakers}; need >= 2")
+    train_indices = corpus.indices_for(train_speakers)
+    speaker_ids = {s: k for k, s in enumerate(train_speakers)}  # classifier labels: training speakers only
+    batcher = SegmentBatcher(corpus, config.segment_frames, config.batch_size // ctx.world_size, config.seed,
+                             train_indices, ctx.rank, ctx.world_size, speaker_ids=speaker_ids)
+
+    # Identical initial weights on every rank (DDP also broadcasts them), then per-rank noise.
+    seed_everything(config.seed)
+    n_classes = len(train_speakers) if config.augment is None else n_virtual_speakers(len(train_speakers),
+                                                                                    config.augment)
+    model = VCModel(experiment.model, n_speakers=n_classes).to(ctx.device)
+    if not resume:
+        mean, std = compute_normalization(corpus, train_indices, config.norm_utterances, config.seed)
+        model.set_normalization(mean.to(ctx.device), std.to(ctx.device))
+    seed_everything(config.seed * 1000 + ctx.rank)
+    wrapped = model
+    if ctx.enabled:
+        wrapped = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+    state = State(wrapped, _optimizer(model, config), config, ctx, NanGuard(config.max_bad_steps))
+    if resume:
+        _restore(state, run)
+    if ctx.is_main:
+        run.root.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run.config, yaml.safe_dump(to_dict(experiment), sort_keys=False))
+        logger.info("VCModel: %.3f M parameters; %d training speakers (%d utterances), %d held out; "
+                    "device %s x %d process(es)", model.n_parameters() / 1e6, len(train_speakers),
+                    len(train_indices), len(val_speakers), ctx.device, ctx.world_size)
+    barrier(ctx)
+
+    log = RunLogger(run, enabled=ctx.is_main, start_step=state.step)
+    val = ValidationSet.build(corpus, val_speakers, config.val_utterances, config.val_max_frames) \
+        if ctx.is_main and val_speakers else None
+    vocoder = _load_vocoder(vocoder_dir, corpus.mel_config) if ctx.is_main and log.writer is not None else None
+    bar = tqdm(total=config.steps, initial=state.step, disable=not (ctx.is_main and progress), unit="step",
+               dynamic_ncols=True, desc="train")
+    window: dict[str, list[float]] = {}
+    last: dict[str, float] = {}
+    timer = time.perf_counter()
+    try:
+        while state.step < config.steps:
+            values = train_step(state, batcher.batch(state.step))
+            bar.update(1)
+            for key, value in values.items():
+                window.setdefault(key, []).append(value)
+            finished = state.step >= config.steps
+            if state.step % config.log_every == 0 or finished:
+                elapsed = time.perf_counter() - timer
+                last = {k: float(np.mean(v)) for k, v in window.items()}
+                last["steps_per_second"] = len(window["loss/total"]) / max(elapsed, 1e-9)
+                log.scalars(last, state.step)
+                bar.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in last.items() if k.startswith("loss/")})
+                window, timer = {}, time.perf_counter()
+            if ctx.is_main and val is not None and (state.step % config.val_every == 0 or finished):
+                # Validation must not consume the training RNG, or resuming would change the run.
+                with torch.random.fork_rng(devices=[ctx.device] if ctx.device.type == "cuda" else []):
+                    scores = _validate_and_log(unwrap(state.model), val, state, log, vocoder, corpus.mel_config)
+                last.update(scores)
+                if scores["val/rec"] < state.best_val:
+                    state.best_val = scores["val/rec"]
+                    unwrap(state.model).save_pretrained(run.best)
+            if state.step % config.checkpoint_every == 0 or finished:
+                _save_checkpoint(state, run, experiment, periodic=state.step % config.checkpoint_every == 0)
+                log.flush()
+    finally:
+        bar.close()
+        log.close()
+    if ctx.is_main and val is None:
+        logger.warning("no held-out speakers (train.n_val_speakers=0): best/ is not written, use last/")
+    return last
+
+
+def _validate_and_log(model: VCModel, val: ValidationSet, state: State, log: RunLogger, vocoder,
+                      mel_config) -> dict[str, float]:
+    scores, examples = validate(model, val, state.device)
+    log.scalars(scores, state.step)
+    logger.info("step %d: %s", state.step, ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+    # One colour scale for all three images, so they can be compared by eye.
+    vmin, vmax = float(examples["source"].min()), float(examples["source"].max())
+    for name, mel in examples.items():
+        log.mel(f"mel/{name}", mel, state.step, vmin, vmax)
+        if vocoder is not None:
+            try:
+                log.audio(f"audio/{name}", vocoder.decode(mel.float().cpu()), state.step, mel_config.sample_rate)
+            except Exception as error:  # audio is a convenience; never let it stop a training run
+                logger.warning("could not vocode %s for TensorBoard: %s", name, error)
+    model.train()
+    return scores
+
+
+def experiment_from_args(config_path: str | None, overrides: list[str], run_dir: str | Path,
+                         resume: bool) -> ExperimentConfig:
+    """The CLI's config: ``--config`` plus overrides, or on ``--resume`` the run's own ``config.yaml``."""
+    from voiceconv.config import apply_overrides, load_yaml
+
+    run = RunDirectory(run_dir)
+    if config_path is None:
+        if not resume:
+            raise ConfigError("--config is required for a new run (e.g. --config voiceconv/conf/adain_vc.yaml)")
+        if not run.config.is_file():
+            raise TrainingError(f"{run.root}: no config.yaml to resume from; pass --config")
+        data = yaml.safe_load(run.config.read_text())
+    else:
+        data = load_yaml(config_path)
+    return from_dict(ExperimentConfig, apply_overrides(data, overrides))
