@@ -6,6 +6,9 @@ Everything here works on ``(B, C, T)`` tensors and accepts an optional frame mas
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -43,6 +46,22 @@ class SameConv1d(nn.Module):
         return self.conv(x)
 
 
+# Long-input and streaming conversion (voiceconv.chunking) run the model window by window but want
+# the statistics of the whole utterance; a hook set here supplies them. A context variable keeps the
+# hook local to the calling thread, and with no hook set instance_norm behaves as below.
+_NORM_HOOK: contextvars.ContextVar = contextvars.ContextVar("voiceconv_instance_norm_hook", default=None)
+
+
+@contextlib.contextmanager
+def instance_norm_hook(hook):
+    """Within this block every :func:`instance_norm` call returns ``hook(x, mask, eps)`` instead."""
+    token = _NORM_HOOK.set(hook)
+    try:
+        yield
+    finally:
+        _NORM_HOOK.reset(token)
+
+
 def instance_norm(x: torch.Tensor, mask: torch.Tensor | None = None, eps: float = 1e-5) -> torch.Tensor:
     """Instance norm without affine parameters, over real frames only.
 
@@ -50,6 +69,9 @@ def instance_norm(x: torch.Tensor, mask: torch.Tensor | None = None, eps: float 
     ``T == 1`` (the output is then zero) and ignores padded frames, so a padded utterance gets the
     same statistics as the unpadded one.
     """
+    hook = _NORM_HOOK.get()
+    if hook is not None:
+        return hook(x, mask, eps)
     dtype = x.dtype
     x = x.float()  # statistics in float32 even under bf16/fp16 autocast
     if mask is None:
