@@ -1,0 +1,79 @@
+"""Resynthesis quality of a neural vocoder versus 32-iteration Griffin-Lim on held-out utterances.
+
+    python benchmarks/vocoder_quality.py --data prepared/ --vocoder runs/vocoder/best
+
+Each held-out utterance's log-mel (from the prepared cache) is decoded by both vocoders and
+compared with the recording with :func:`voiceconv.vocoder.quality.log_mel_l1` and
+:func:`~voiceconv.vocoder.quality.multi_resolution_stft_distance` (lower is better). The held-out
+utterances are the ones ``voiceconv train-vocoder`` validates on when ``--n-utterances`` and
+``--seed`` equal the run's ``train.n_val_utterances`` and ``train.seed`` (defaults: 8 and 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+
+import numpy as np
+import torch
+
+from voiceconv.data import PreparedCorpus
+from voiceconv.train_vocoder import split_validation
+from voiceconv.vocoder.model import Vocoder
+from voiceconv.vocoder.quality import log_mel_l1, multi_resolution_stft_distance
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", required=True, help="prepared directory (voiceconv prepare)")
+    parser.add_argument("--vocoder", required=True, help="neural vocoder directory (model.safetensors + config.json)")
+    parser.add_argument("--n-utterances", type=int, default=8, help="held-out utterances (train.n_val_utterances)")
+    parser.add_argument("--seed", type=int, default=0, help="split seed (train.seed)")
+    parser.add_argument("--max-frames", type=int, default=1024, help="cut each utterance to this many frames")
+    parser.add_argument("--griffin-lim-iters", type=int, default=32, help="Griffin-Lim iterations of the baseline")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    args = parser.parse_args()
+    logging.getLogger("voiceconv").setLevel(logging.ERROR)  # the Griffin-Lim warning is expected here
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    corpus = PreparedCorpus(args.data)
+    neural = Vocoder.from_pretrained(args.vocoder, device="cpu")
+    corpus.mel_config.check_compatible(neural.mel_config, "prepared data", "vocoder")
+    baseline = Vocoder.griffin_lim(corpus.mel_config, n_iter=args.griffin_lim_iters, device="cpu")
+    _, held_out = split_validation(corpus, args.n_utterances, args.seed)
+    print(f"{len(held_out)} held-out utterances from {args.data}; neural: {args.vocoder} "
+          f"({neural.config.generator}, {neural.n_parameters() / 1e6:.2f} M parameters); "
+          f"baseline: Griffin-Lim, {args.griffin_lim_iters} iterations")
+    rows = {"neural": [], "griffin_lim": []}
+    seconds = {"neural": 0.0, "griffin_lim": 0.0}
+    audio_seconds = 0.0
+    print(f"{'utterance':<40}{'mel L1 neural':>15}{'mel L1 G-L':>12}{'MR-STFT neural':>16}{'MR-STFT G-L':>13}")
+    for index in held_out:
+        n_frames = min(corpus.utterances[index].n_frames, args.max_frames)
+        mel = torch.from_numpy(corpus.mel(index, 0, n_frames))  # (n_mels, T)
+        reference = corpus.audio(index, 0, n_frames)  # (T * hop,)
+        audio_seconds += len(reference) / corpus.mel_config.sample_rate
+        scores = {}
+        for name, vocoder in (("neural", neural), ("griffin_lim", baseline)):
+            start = time.perf_counter()
+            output = vocoder.decode(mel)
+            seconds[name] += time.perf_counter() - start
+            scores[name] = (log_mel_l1(reference, output, corpus.mel_config),
+                            multi_resolution_stft_distance(reference, output))
+            rows[name].append(scores[name])
+        print(f"{corpus.utterances[index].utterance_id[:39]:<40}{scores['neural'][0]:>15.4f}"
+              f"{scores['griffin_lim'][0]:>12.4f}{scores['neural'][1]:>16.4f}{scores['griffin_lim'][1]:>13.4f}")
+    means = {name: np.mean(values, axis=0) for name, values in rows.items()}
+    print(f"{'mean':<40}{means['neural'][0]:>15.4f}{means['griffin_lim'][0]:>12.4f}"
+          f"{means['neural'][1]:>16.4f}{means['griffin_lim'][1]:>13.4f}")
+    print(f"RTF: neural {seconds['neural'] / audio_seconds:.4f}, "
+          f"Griffin-Lim {seconds['griffin_lim'] / audio_seconds:.4f}")
+    better = means["neural"] < means["griffin_lim"]
+    print(f"neural vocoder beats Griffin-Lim on log-mel L1: {'yes' if better[0] else 'NO'}, "
+          f"on multi-resolution STFT distance: {'yes' if better[1] else 'NO'}")
+
+
+if __name__ == "__main__":
+    main()
