@@ -20,11 +20,13 @@ with no sampler state to save.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
+import multiprocessing
 import os
-import shutil
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +41,7 @@ from voiceconv.features import MelConfig, MelSpectrogram
 logger = logging.getLogger(__name__)
 
 SHARD_SIZE = 64  # utterances per shard: the unit of resumption
+SERIAL_BELOW = 256  # with workers=None, fewer utterances than this are computed in-process (no pool start-up)
 
 
 @dataclass
@@ -102,14 +105,20 @@ def _process_shard(args) -> str:
             audio = load_audio(row.path, config.sample_rate)
             if trim:
                 audio = trim_silence(audio, config.sample_rate)
-            n_frames = len(audio) // config.hop_length
-            if n_frames < 1:
-                raise VoiceconvError(f"{row.path}: shorter than one frame after trimming")
-            audio = audio[: n_frames * config.hop_length]
+            # Whole frames only, so that audio sample k * hop starts mel frame k exactly.
+            audio = audio[: len(audio) // config.hop_length * config.hop_length]
+            if len(audio) < config.min_samples:
+                raise VoiceconvError(
+                    f"{row.path}: shorter than one mel frame ({len(audio)} samples) after trimming silence; "
+                    "use a longer recording or --no-trim"
+                )
             with torch.no_grad():
                 mel = mel_fn(torch.from_numpy(audio)).numpy()  # (n_mels, n_frames)
         except Exception as error:  # every failure is recorded with its path, never dropped silently
-            skipped.append({"path": row.path, "reason": str(error).replace("\n", " ")})
+            reason = " ".join(str(error).split()) or type(error).__name__  # one line
+            if row.path not in reason:
+                reason = f"{row.path}: {reason}"
+            skipped.append({"path": row.path, "reason": reason})
             continue
         mels.append(mel.T.astype(np.float16))  # (n_frames, n_mels): frames contiguous for slicing
         audios.append(np.round(np.clip(audio, -1, 1) * 32767).astype(np.int16))
@@ -118,7 +127,7 @@ def _process_shard(args) -> str:
              "transcript": row.transcript, "n_frames": int(mel.shape[1]), "n_samples": int(len(audio))}
         )
     n_mels = config.n_mels
-    temp = Path(str(shard_path) + ".tmp.npz")
+    temp = shard_path.with_name(shard_path.name + ".tmp.npz")
     np.savez(
         temp,
         mels=np.concatenate(mels) if mels else np.zeros((0, n_mels), np.float16),
@@ -126,8 +135,27 @@ def _process_shard(args) -> str:
         records=np.array(json.dumps(records)),
         skipped=np.array(json.dumps(skipped)),
     )
-    os.replace(temp, shard_path)
+    os.replace(temp, shard_path)  # the shard exists only once complete: the resume point
     return str(shard_path)
+
+
+def _shard_key(rows: list[ManifestRow], start: int, mel_dict: dict, trim: bool) -> str:
+    """Hash of everything a shard's content depends on.
+
+    The rows (path, speaker, transcript), their position (utterance ids number them), the mel config,
+    trimming, and each file's size and modification time: a shard is reused only if recomputing it
+    would give the same result, so editing the manifest or replacing a file recomputes just the
+    shards it touches.
+    """
+    digest = hashlib.sha256(json.dumps({"start": start, "mel": mel_dict, "trim": trim}, sort_keys=True).encode())
+    for row in rows:
+        try:
+            stat = os.stat(row.path)
+            version = [stat.st_size, stat.st_mtime_ns]
+        except OSError:
+            version = None
+        digest.update(json.dumps([row.path, row.speaker, row.transcript, version]).encode())
+    return digest.hexdigest()[:16]
 
 
 @dataclass
@@ -140,6 +168,14 @@ class PrepareSummary:
     computed_shards: int
 
 
+def _default_workers() -> int:
+    try:
+        cpus = len(os.sched_getaffinity(0))  # respects container/taskset limits, unlike cpu_count
+    except AttributeError:
+        cpus = os.cpu_count() or 1
+    return max(1, min(4, cpus))
+
+
 def prepare(
     manifest: str | Path,
     out_dir: str | Path,
@@ -147,44 +183,73 @@ def prepare(
     workers: int | None = None,
     trim: bool = True,
     progress: bool = True,
+    shard_size: int = SHARD_SIZE,
 ) -> PrepareSummary:
-    """Compute log-mels for every manifest row into ``out_dir``, resumably and in parallel."""
+    """Compute log-mels for every manifest row into ``out_dir``, resumably and in parallel.
+
+    Rows are processed in shards of ``shard_size`` utterances, each written atomically under
+    ``out_dir/shards``. A re-run (after a crash, a kill or an edit of the manifest) reuses every
+    shard whose inputs are unchanged and computes the rest; unreadable files are listed in
+    ``skipped.csv`` and in the summary, never fatal. ``workers`` processes compute shards in
+    parallel; 1 computes them in this process. The default is up to 4 (one per CPU), or 1 when
+    fewer than ``SERIAL_BELOW`` utterances need computing, where starting processes costs more.
+    """
     from tqdm import tqdm
 
+    if shard_size < 1:
+        raise VoiceconvError(f"shard size must be at least 1, got {shard_size}")
     mel_config = mel_config or MelConfig()
     rows = read_manifest(manifest)
     out_dir = Path(out_dir)
     shard_dir = out_dir / "shards"
     shard_dir.mkdir(parents=True, exist_ok=True)
-    # A cache made with another mel config or manifest must not be silently reused.
-    fingerprint = {"mel": mel_config.to_dict(), "trim": trim, "rows": len(rows), "shard_size": SHARD_SIZE,
-                   "first": rows[0].path, "last": rows[-1].path}
-    fingerprint_path = shard_dir / "fingerprint.json"
-    if fingerprint_path.exists() and json.loads(fingerprint_path.read_text()) != fingerprint:
-        logger.warning("%s: existing shards were made with other settings; recomputing", shard_dir)
-        shutil.rmtree(shard_dir)
-        shard_dir.mkdir(parents=True)
-    atomic_write_text(fingerprint_path, json.dumps(fingerprint))
+    # meta.json is written last and marks a complete cache; remove it first so a half-rewritten
+    # directory is never mistaken for a finished one.
+    (out_dir / "meta.json").unlink(missing_ok=True)
+    for leftover in shard_dir.glob("*.tmp.npz"):
+        leftover.unlink()  # a shard a killed worker was writing
 
+    mel_dict = mel_config.to_dict()
     jobs, shard_paths = [], []
-    for start in range(0, len(rows), SHARD_SIZE):
-        shard_path = shard_dir / f"shard_{start // SHARD_SIZE:05d}.npz"
+    for start in range(0, len(rows), shard_size):
+        chunk = rows[start : start + shard_size]
+        shard_path = shard_dir / f"shard_{start // shard_size:05d}_{_shard_key(chunk, start, mel_dict, trim)}.npz"
         shard_paths.append(shard_path)
         if not shard_path.exists():
-            jobs.append((shard_path, rows[start : start + SHARD_SIZE], start, mel_config.to_dict(), trim))
+            jobs.append((shard_path, chunk, start, mel_dict, trim))
     reused = len(shard_paths) - len(jobs)
-    workers = workers or min(4, os.cpu_count() or 1)
-    bar = tqdm(total=len(rows), initial=reused * SHARD_SIZE, unit="utt", desc="prepare", disable=not progress)
+    pending = sum(len(job[1]) for job in jobs)
+    if workers is None:
+        # A worker process costs ~1-3 s to start (importing torch); an utterance ~10 ms to compute.
+        # Below a few hundred utterances the pool would cost more than it saves.
+        workers = _default_workers() if pending >= SERIAL_BELOW else 1
+    bar = tqdm(total=len(rows), initial=len(rows) - pending, unit="utt", desc="prepare",
+               disable=not progress)
     if jobs:
-        if workers <= 1:
+        if workers <= 1 or len(jobs) == 1:
             for job in jobs:
                 _process_shard(job)
                 bar.update(len(job[1]))
         else:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
-                for job, _ in zip(jobs, pool.map(_process_shard, jobs)):
-                    bar.update(len(job[1]))
+            # spawn, not fork: a forked child of a process that already ran OpenMP-parallel torch
+            # code can deadlock, and library callers may well have done so before calling prepare.
+            context = multiprocessing.get_context("spawn")
+            try:
+                with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context) as pool:
+                    futures = {pool.submit(_process_shard, job): len(job[1]) for job in jobs}
+                    for future in as_completed(futures):
+                        future.result()
+                        bar.update(futures[future])
+            except BrokenProcessPool:
+                raise VoiceconvError(
+                    f"a prepare worker process died (out of memory, or a crash while decoding a file); finished "
+                    f"shards are kept in {shard_dir}: re-run with --workers 1 to resume and find the file"
+                ) from None
     bar.close()
+    keep = set(shard_paths)
+    for stale in shard_dir.glob("shard_*.npz"):
+        if stale not in keep:
+            stale.unlink()  # made for another manifest, config or file version
     summary = _consolidate(out_dir, shard_paths, mel_config)
     summary.reused_shards, summary.computed_shards = reused, len(jobs)
     return summary
@@ -195,17 +260,33 @@ def _consolidate(out_dir: Path, shard_paths: list[Path], mel_config: MelConfig) 
     records, skipped, frame_total, sample_total = [], [], 0, 0
     shards = []
     for shard_path in shard_paths:
-        with np.load(shard_path) as shard:
-            shard_records = json.loads(str(shard["records"]))
-            skipped += json.loads(str(shard["skipped"]))
-            shards.append(shard_path)
-            for record in shard_records:
-                record["frame_offset"], record["sample_offset"] = frame_total, sample_total
-                frame_total += record["n_frames"]
-                sample_total += record["n_samples"]
-                records.append(record)
+        try:
+            with np.load(shard_path) as shard:
+                shard_records = json.loads(str(shard["records"]))
+                skipped += json.loads(str(shard["skipped"]))
+        except Exception as error:  # shards are written atomically, so only a disk fault gets here
+            shard_path.unlink(missing_ok=True)
+            raise VoiceconvError(
+                f"{shard_path}: unreadable shard ({type(error).__name__}); it was removed: re-run prepare to "
+                "recompute it"
+            ) from None
+        shards.append(shard_path)
+        for record in shard_records:
+            record["frame_offset"], record["sample_offset"] = frame_total, sample_total
+            frame_total += record["n_frames"]
+            sample_total += record["n_samples"]
+            records.append(record)
+    # skipped.csv first: when every file failed it is the one thing the user needs to read.
+    with open(out_dir / "skipped.csv.tmp", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["path", "reason"])
+        writer.writeheader()
+        writer.writerows(skipped)
+    os.replace(out_dir / "skipped.csv.tmp", out_dir / "skipped.csv")
     if not records:
-        raise VoiceconvError(f"no usable audio: all {len(skipped)} files failed (see {out_dir / 'skipped.csv'})")
+        first = f"; the first: {skipped[0]['reason']}" if skipped else ""
+        raise VoiceconvError(
+            f"no usable audio: all {len(skipped)} files failed (listed in {out_dir / 'skipped.csv'}){first}"
+        )
     mels = np.lib.format.open_memmap(out_dir / "mels.npy.tmp", "w+", np.float16, (frame_total, mel_config.n_mels))
     audio = np.lib.format.open_memmap(out_dir / "audio.npy.tmp", "w+", np.int16, (sample_total,))
     frame_at = sample_at = 0
@@ -228,10 +309,6 @@ def _consolidate(out_dir: Path, shard_paths: list[Path], mel_config: MelConfig) 
         writer.writeheader()
         writer.writerows(records)
     os.replace(out_dir / "index.csv.tmp", out_dir / "index.csv")
-    with open(out_dir / "skipped.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["path", "reason"])
-        writer.writeheader()
-        writer.writerows(skipped)
     speakers = sorted({r["speaker"] for r in records})
     hours = sample_total / mel_config.sample_rate / 3600
     meta = {"mel": mel_config.to_dict(), "utterances": len(records), "speakers": len(speakers),
