@@ -19,6 +19,7 @@ import pytest
 import torch
 
 import voiceconv
+import voiceconv.train as train_module
 from voiceconv import cli
 from voiceconv.checkpoint import load_train_state
 from voiceconv.data import ManifestRow, PreparedCorpus, prepare, write_manifest
@@ -169,8 +170,8 @@ def _parameters(model_dir: Path) -> dict[str, torch.Tensor]:
     return VCModel.from_pretrained(model_dir, device="cpu").state_dict()
 
 
-def test_resume_replays_the_run_exactly(corpus, tmp_path):
-    """N + M steps straight == N steps, stop, --resume for M more: same weights, same loss curve.
+def test_resume_replays_the_run_exactly(corpus, tmp_path, monkeypatch):
+    """N + M steps straight == N steps, stop, --resume, Ctrl-C, --resume: same weights, same loss curve.
 
     Augmentation (random gain and VTLP) and the VAE's sampling noise are on, so the data order,
     augmentation draws and every RNG must all be restored. The split run goes through the CLI.
@@ -184,6 +185,19 @@ def test_resume_replays_the_run_exactly(corpus, tmp_path):
     assert cli.main(["train", "--config", str(DEBUG_CONFIG), *common, *experiment_overrides(), "train.steps=20",
                      *options]) == 0
     assert load_train_state(split / "train_state.pt")["step"] == 20
+    # Ctrl-C at step 25 saves a resume point (simulated by interrupting before the 26th step).
+    real_step = train_module.train_step
+
+    def interrupted(state, batch):
+        if state.step == 25:
+            raise KeyboardInterrupt
+        return real_step(state, batch)
+
+    monkeypatch.setattr(train_module, "train_step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(experiment("train.steps=30", *options), corpus, split, resume=True, device="cpu", progress=False)
+    monkeypatch.setattr(train_module, "train_step", real_step)
+    assert load_train_state(split / "train_state.pt")["step"] == 25
     # No --config: the run's own config.yaml is read back; only the step budget changes.
     assert cli.main(["train", "--resume", *common, "train.steps=30"]) == 0
 
@@ -205,6 +219,31 @@ def _without_timing(rows: list[dict], reference: list[dict]) -> list[dict]:
             row["steps_per_second"] = ref["steps_per_second"]
         out.append(row)
     return out
+
+
+VARIANTS = {
+    "vq": ["model.content_encoder.variational=false", "model.quantizer.codebook_size=16",
+           "model.quantizer.code_dim=4"],
+    "adv": ["model.speaker_classifier.channels=8", "model.speaker_classifier.n_layers=1",
+            "model.speaker_classifier.pretrain_steps=1"],
+}
+VARIANTS["vq_adv"] = VARIANTS["vq"] + VARIANTS["adv"]
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_every_variant_trains_through_the_same_loop(variant, corpus, tmp_path):
+    """The optional modules only add loss keys: the loop weighs and logs them without knowing the variant."""
+    run = tmp_path / variant
+    train(experiment("train.steps=4", "train.log_every=1", "train.val_every=4", "train.checkpoint_every=4",
+                     "train.augment.vtlp_probability=0.5", *VARIANTS[variant]), corpus, run, device="cpu",
+          progress=False)
+    rows = [row for row in read_metrics(run / "metrics.jsonl") if "loss/rec" in row]
+    assert len(rows) == 4
+    expected = {"vq": {"loss/vq_commit"}, "adv": {"loss/adv"}, "vq_adv": {"loss/vq_commit", "loss/adv"}}[variant]
+    assert expected <= set(rows[-1])
+    assert all(np.isfinite(v) for row in rows for v in row.values())
+    assert rows[-1]["skipped"] == 0.0
+    VCModel.from_pretrained(run / "last", device="cpu")  # the released directory loads back
 
 
 def test_run_directory_is_protected(corpus, tmp_path):

@@ -8,6 +8,10 @@ Resume after a crash or to train longer (the config is read back from ``runs/ada
 
     voiceconv train --out runs/adain_vc --data prepared/ --resume train.steps=300000
 
+The resumed run is bit-identical to an uninterrupted one on the same hardware (data order, noise and
+augmentation are functions of the seed and step; RNG and optimizer state are restored). Ctrl-C in a
+single process saves a resume point first; a killed process resumes from the last checkpoint.
+
 Several processes on one machine (gloo on CPU, nccl on GPUs; ``train.batch_size`` is the global
 batch, split evenly over the processes)::
 
@@ -158,8 +162,9 @@ def train_step(state: State, batch: dict[str, torch.Tensor]) -> dict[str, float]
     """One optimizer step on ``batch`` (``mel (B, n_mels, S)``, ``speaker (B,)``, ``mask (B, S)``).
 
     Returns every ``loss/*`` (unweighted) and ``metric/*`` value of the model, the weighted
-    ``loss/total``, the pre-clipping ``grad_norm``, ``lr`` and ``skipped`` (1 when the update was
-    dropped because the loss or a gradient was not finite).
+    ``loss/total``, the pre-clipping ``grad_norm``, ``lr``, ``weight/<loss key>`` for losses that
+    are still ramping up, and ``skipped`` (1 when the update was dropped because the loss or a
+    gradient was not finite).
     """
     model, config = state.model, state.config
     model.train()
@@ -189,6 +194,7 @@ def train_step(state: State, batch: dict[str, torch.Tensor]) -> dict[str, float]
     state.step += 1
 
     values = {k: float(out[k].detach().float()) for k in out if k.startswith(("loss/", "metric/"))}
+    values.update({f"weight/{k}": w for k, w in weights.items() if config.warmup.get(k, 0) > 0})
     values.update({"loss/total": float(total.detach()), "grad_norm": float(grad_norm),
                    "lr": state.optimizer.param_groups[0]["lr"], "skipped": 0.0 if apply else 1.0})
     return values
@@ -423,6 +429,9 @@ def _train(experiment: ExperimentConfig, data_dir, run: RunDirectory, resume: bo
                dynamic_ncols=True, desc="train")
     window: dict[str, list[float]] = {}
     last: dict[str, float] = {}
+    if state.step >= config.steps and ctx.is_main:
+        logger.warning("the run is already at step %d of train.steps=%d; nothing to do (pass e.g. "
+                       "train.steps=%d to train longer)", state.step, config.steps, 2 * max(state.step, 1))
     timer = time.perf_counter()
     try:
         while state.step < config.steps:
@@ -449,6 +458,14 @@ def _train(experiment: ExperimentConfig, data_dir, run: RunDirectory, resume: bo
             if state.step % config.checkpoint_every == 0 or finished:
                 _save_checkpoint(state, run, experiment, periodic=state.step % config.checkpoint_every == 0)
                 log.flush()
+    except KeyboardInterrupt:
+        # Ctrl-C in a single process leaves a resume point; under torchrun the other ranks may be
+        # mid-collective, so there the last periodic checkpoint is the resume point.
+        if not ctx.enabled:
+            logger.warning("interrupted at step %d; saving %s and %s (continue with --resume)", state.step,
+                           run.last, run.train_state)
+            _save_checkpoint(state, run, experiment, periodic=False)
+        raise
     finally:
         bar.close()
         log.close()
