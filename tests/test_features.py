@@ -135,6 +135,18 @@ def test_float64_input_gives_float64_output():
     assert (mel64 - mel32.double()).abs().max() < 1e-4
 
 
+def test_low_precision_input_and_autocast_compute_in_float32():
+    audio = torch.from_numpy(synthetic_voice(seconds=0.3))
+    mel_fn = MelSpectrogram()
+    reference = mel_fn(audio)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under_autocast = mel_fn(audio)
+    assert under_autocast.dtype == torch.float32
+    torch.testing.assert_close(under_autocast, reference, atol=1e-6, rtol=0)
+    half = mel_fn(audio.half())
+    assert half.dtype == torch.float32 and (half - reference).abs().max() < 0.05  # only the input was rounded
+
+
 def test_module_has_no_state_dict_entries():
     """The basis and window are derived from the config, so checkpoints do not carry (or pin) them."""
     assert MelSpectrogram().state_dict() == {}

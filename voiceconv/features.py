@@ -183,12 +183,21 @@ class MelSpectrogram(nn.Module):
         return torch.sqrt(spec.real.pow(2) + spec.imag.pow(2) + 1e-9)
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        """``(T,)`` or ``(B, T)`` -> ``(n_mels, T // hop)`` or ``(B, n_mels, T // hop)``.
+
+        Computed in float64 for float64 input and in float32 otherwise, autocast or not: the mel is
+        a training target and the vocoder's input, and a bf16 filterbank product would shift it by
+        ~0.01 in log units.
+        """
         if audio.dim() not in (1, 2):
             raise ValueError(f"expected audio of shape (T,) or (B, T), got {tuple(audio.shape)}")
         unbatched = audio.dim() == 1
         if unbatched:
             audio = audio.unsqueeze(0)  # (1, T)
-        # (n_mels, F) @ (B, F, frames) -> (B, n_mels, frames); the basis follows the input's precision.
-        mel = torch.matmul(self.mel_basis.to(audio.dtype), self.magnitude(audio))
-        log_mel = torch.log(torch.clamp(mel, min=self.config.log_clamp))
+        if audio.dtype != torch.float64:
+            audio = audio.float()
+        with torch.autocast(device_type=audio.device.type, enabled=False):
+            # (n_mels, F) @ (B, F, frames) -> (B, n_mels, frames); the basis follows the input's precision.
+            mel = torch.matmul(self.mel_basis.to(audio.dtype), self.magnitude(audio))
+            log_mel = torch.log(torch.clamp(mel, min=self.config.log_clamp))
         return log_mel[0] if unbatched else log_mel
