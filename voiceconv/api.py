@@ -1,0 +1,350 @@
+"""``VoiceConverter``: the public conversion API that the CLI, the batch runner and the demo sit on.
+
+::
+
+    from voiceconv import VoiceConverter
+    vc = VoiceConverter.from_pretrained()                    # shipped default model + vocoder
+    speaker = vc.embed_speaker(["ref1.wav", "ref2.wav", "ref3.wav"])
+    wav = vc.convert("source.wav", speaker)                  # (T,) float32 tensor at vc.sample_rate
+    vc.convert_to_file("long.flac", speaker, "out.wav")      # any length, bounded memory
+    for block in vc.stream(microphone_blocks, speaker):      # real-time, constant latency
+        play(block)
+
+Sources are paths (WAV/FLAC/OGG/MP3), arrays or tensors at the model rate (or at ``source_rate``),
+or Gradio-style ``(rate, array)`` tuples. Conversion runs window by window
+(:mod:`voiceconv.chunking`), so memory does not grow with the input beyond the returned buffer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from voiceconv.audio import SILENCE_PEAK, trim_silence
+from voiceconv.chunking import MIN_SOURCE_SECONDS, ChunkPlan, ConversionEngine, SourceAudio
+from voiceconv.errors import AudioError, CheckpointError, VoiceconvError
+from voiceconv.features import MelSpectrogram
+from voiceconv.pitch import F0Stats, auto_semitones, parse_pitch
+from voiceconv.speaker import SPEAKER_SUFFIX, Speaker
+
+log = logging.getLogger(__name__)
+
+MIN_REFERENCE_SECONDS = 0.5  # of speech after trimming silence: shorter clips give erratic speaker vectors
+MAX_REFERENCE_SECONDS = 120.0  # a reference is read up to this long; more adds nothing to a mean vector
+GRIFFIN_LIM_NAMES = ("griffin-lim", "griffin_lim", "griffinlim", "gl")
+OUTPUT_FORMATS = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16"), ".ogg": ("OGG", "VORBIS"),
+                  ".mp3": ("MP3", "MPEG_LAYER_III")}
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class VoiceConverter:
+    """A VC model and a vocoder that agree on the mel front end.
+
+    Use :meth:`from_pretrained`; the constructor takes already-built modules (tests, custom code).
+    ``plan`` sets the window sizes of long-input conversion (:class:`voiceconv.chunking.ChunkPlan`).
+    """
+
+    def __init__(self, model, vocoder, device: str | torch.device | None = None, plan: ChunkPlan | None = None):
+        model.mel_config.check_compatible(vocoder.mel_config, "VC model", "vocoder")
+        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        self.model = model.to(self.device).eval()
+        self.vocoder = vocoder.to(self.device).eval()
+        self.plan = plan or ChunkPlan()
+        self.frontend = MelSpectrogram(model.mel_config)
+        self._model_sha256: str | None = None
+
+    # ---- construction ---------------------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike | None = None, vocoder=None,
+                        device: str | torch.device | None = None) -> VoiceConverter:
+        """Load a VC model directory (None: the shipped default) and a vocoder.
+
+        ``vocoder``: None (the vocoder next to the model if ``path`` holds ``vc/`` and ``vocoder/``,
+        else the shipped default; Griffin-Lim with a warning if there is none), a directory, a
+        :class:`~voiceconv.vocoder.model.Vocoder`, or ``"griffin-lim"``. The mel configs of the two
+        are compared and a mismatch raises ``MelMismatchError`` naming every differing field.
+        """
+        from voiceconv.models.vc_model import VCModel
+        from voiceconv.pretrained import default_vc_dir, default_vocoder_dir
+        from voiceconv.vocoder.model import Vocoder
+
+        device = torch.device(device) if device is not None else default_device()
+        if path is None:
+            model_dir = default_vc_dir()
+            if not (model_dir / "model.safetensors").is_file():
+                raise CheckpointError(
+                    f"no shipped default voice conversion model is installed ({model_dir} has no model.safetensors); "
+                    "pass a model directory (VoiceConverter.from_pretrained('exp/vc') or --model DIR), or train "
+                    "one with 'voiceconv train'"
+                )
+            sibling_vocoder = default_vocoder_dir()
+        else:
+            model_dir = Path(path)
+            sibling_vocoder = default_vocoder_dir()
+            # A bundle laid out like voiceconv/pretrained: <dir>/vc and <dir>/vocoder.
+            if not (model_dir / "config.json").is_file() and (model_dir / "vc" / "config.json").is_file():
+                model_dir, sibling_vocoder = model_dir / "vc", model_dir / "vocoder"
+        model = VCModel.from_pretrained(model_dir, device=device)
+
+        if vocoder is None:
+            if (Path(sibling_vocoder) / "model.safetensors").is_file():
+                voc = Vocoder.from_pretrained(sibling_vocoder, device=device)
+                try:
+                    model.mel_config.check_compatible(voc.mel_config, "VC model", "vocoder")
+                except ValueError as error:
+                    log.warning("%s; falling back to Griffin-Lim (robotic quality). Pass a matching vocoder "
+                                "(--vocoder DIR) to fix this", error)
+                    voc = Vocoder.griffin_lim(model.mel_config, device=device)
+            else:
+                log.warning("no neural vocoder is installed (%s has no model.safetensors); using Griffin-Lim, "
+                            "which sounds robotic. Pass --vocoder DIR (or vocoder=...) for real quality",
+                            sibling_vocoder)
+                voc = Vocoder.griffin_lim(model.mel_config, device=device)
+        elif isinstance(vocoder, str) and vocoder.lower() in GRIFFIN_LIM_NAMES:
+            voc = Vocoder.griffin_lim(model.mel_config, device=device)
+        elif isinstance(vocoder, (str, os.PathLike)):
+            voc = Vocoder.from_pretrained(vocoder, device=device)
+        elif isinstance(vocoder, torch.nn.Module):
+            voc = vocoder
+        else:
+            raise VoiceconvError(f"vocoder must be None, a directory, a Vocoder or 'griffin-lim'; got {vocoder!r}")
+        return cls(model, voc, device=device)
+
+    # ---- properties -----------------------------------------------------------------------------
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.model.mel_config.sample_rate)
+
+    @property
+    def mel_config(self):
+        return self.model.mel_config
+
+    @property
+    def model_sha256(self) -> str:
+        """sha256 over the model's weights and buffers (names, dtypes, shapes, bytes).
+
+        Computed from the tensors rather than the file, so a model loaded from disk and the same
+        model built in memory have the same identity. Speakers carry it to refuse foreign models.
+        """
+        if self._model_sha256 is None:
+            digest = hashlib.sha256()
+            for name, tensor in sorted(self.model.state_dict().items()):
+                tensor = tensor.detach().cpu().contiguous()
+                digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+                digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+            self._model_sha256 = digest.hexdigest()
+        return self._model_sha256
+
+    # ---- speakers -------------------------------------------------------------------------------
+
+    def embed_speaker(self, refs, name: str = "", trim: bool = True) -> Speaker:
+        """One or several reference clips of one voice -> :class:`~voiceconv.speaker.Speaker`.
+
+        ``refs``: a path, an array/tensor at the model rate, a ``(rate, array)`` tuple, or a list of
+        those. Each clip's leading and trailing silence is trimmed (``trim``), each is embedded on its
+        own and the vectors are averaged (not L2-normalised: see :mod:`voiceconv.speaker`). The
+        log-F0 statistics over all clips are stored for ``pitch="auto"``.
+        """
+        clips = _as_clip_list(refs)
+        if not clips:
+            raise VoiceconvError("give at least one reference clip of the target voice")
+        vectors, seconds, stats = [], 0.0, F0Stats()
+        for clip in clips:
+            audio, label = self._read_reference(clip, trim)
+            mel = self.frontend(torch.from_numpy(audio))  # (n_mels, T)
+            with torch.inference_mode():
+                vector = self.model.embed(mel.unsqueeze(0).to(self.device))[0].float().cpu()  # (D,)
+            vectors.append(vector)
+            seconds += audio.size / self.sample_rate
+            stats.update(audio, self.sample_rate)
+            log.debug("embedded %s (%.2f s)", label, audio.size / self.sample_rate)
+        embedding = torch.stack(vectors).mean(dim=0)  # (D,): plain mean over clips
+        if not name and isinstance(clips[0], (str, os.PathLike)):
+            name = Path(clips[0]).stem
+        return Speaker(embedding=embedding, log_f0_mean=stats.mean, log_f0_std=stats.std, n_clips=len(clips),
+                       seconds=seconds, voiced_seconds=stats.voiced_seconds, model_sha256=self.model_sha256,
+                       name=name)
+
+    def _read_reference(self, clip, trim: bool) -> tuple[np.ndarray, str]:
+        source = SourceAudio(clip, self.sample_rate, min_seconds=0.0)
+        limit = int(MAX_REFERENCE_SECONDS * self.sample_rate)
+        blocks, total = [], 0
+        for block in source.blocks():
+            blocks.append(block)
+            total += block.size
+            if total >= limit:
+                log.info("%s: using the first %.0f s as reference", source.name, MAX_REFERENCE_SECONDS)
+                break
+        audio = np.concatenate(blocks)[:limit] if blocks else np.zeros(0, np.float32)
+        if not np.isfinite(np.sum(audio, dtype=np.float64)):
+            raise AudioError(f"{source.name}: samples are NaN or Inf; the file is corrupt: re-export it")
+        if audio.size == 0 or float(np.abs(audio).max()) < SILENCE_PEAK:
+            raise AudioError(f"{source.name}: audio is silent (peak below -80 dBFS); choose a clip with speech")
+        if trim:
+            audio = trim_silence(audio, self.sample_rate)
+        seconds = audio.size / self.sample_rate
+        if seconds < MIN_REFERENCE_SECONDS:
+            raise AudioError(
+                f"{source.name}: only {seconds:.2f} s of audio{' after trimming silence' if trim else ''}; a "
+                f"reference needs at least {MIN_REFERENCE_SECONDS} s of speech (3-10 s per clip works best)"
+            )
+        return np.ascontiguousarray(audio, dtype=np.float32), source.name
+
+    def load_speaker(self, speaker) -> Speaker:
+        """A :class:`Speaker`, a ``.spk`` path or a bare ``(D,)`` vector, checked against this model."""
+        where = "speaker"
+        if isinstance(speaker, (str, os.PathLike)):
+            where = str(speaker)
+            if Path(speaker).suffix.lower() != SPEAKER_SUFFIX:
+                raise VoiceconvError(f"{speaker}: expected a {SPEAKER_SUFFIX} speaker file; for reference audio use "
+                                     "embed_speaker() (CLI: --target REF...)")
+            speaker = Speaker.load(speaker)
+        elif isinstance(speaker, (torch.Tensor, np.ndarray)):
+            speaker = Speaker.from_embedding(torch.as_tensor(speaker).reshape(-1))
+        elif not isinstance(speaker, Speaker):
+            raise VoiceconvError(f"speaker must be a Speaker, a .spk path or a (D,) vector; got {type(speaker)}")
+        speaker.check_model(self.model_sha256, self.model.speaker_dim, where)
+        return speaker
+
+    # ---- pitch ----------------------------------------------------------------------------------
+
+    def auto_pitch(self, source, speaker, source_rate: int | None = None) -> float:
+        """Semitones that ``pitch="auto"`` applies to ``source`` for ``speaker`` (0 if unknown)."""
+        speaker = self.load_speaker(speaker)
+        src = SourceAudio(source, self.sample_rate, source_rate, min_seconds=MIN_SOURCE_SECONDS)
+        return self._semitones(src, speaker, "auto")
+
+    def _semitones(self, src: SourceAudio, speaker: Speaker, pitch) -> float:
+        """Validate the whole source (decodable, finite, not silent) and resolve ``pitch`` to semitones."""
+        auto = pitch == "auto" and speaker.has_pitch
+        stats = src.scan(f0=auto)
+        if pitch == "auto":
+            if not speaker.has_pitch:
+                log.info("pitch auto: the speaker has no pitch statistics; no shift")
+                return 0.0
+            semitones = auto_semitones(stats.mean, speaker.log_f0_mean)
+            if math.isfinite(stats.mean):
+                log.info("pitch auto: source %.0f Hz -> target %.0f Hz: shifting %+.1f semitones",
+                         math.exp(stats.mean), speaker.f0_hz, semitones)
+            return semitones
+        return float(pitch or 0.0)
+
+    # ---- offline conversion ---------------------------------------------------------------------
+
+    def _prepare(self, source, speaker, pitch, source_rate) -> tuple[SourceAudio, Speaker, float]:
+        speaker = self.load_speaker(speaker)
+        pitch = parse_pitch(pitch)
+        src = SourceAudio(source, self.sample_rate, source_rate, min_seconds=MIN_SOURCE_SECONDS)
+        return src, speaker, self._semitones(src, speaker, pitch)
+
+    def iter_convert(self, source, speaker, pitch="auto", source_rate: int | None = None,
+                     plan: ChunkPlan | None = None) -> Iterator[np.ndarray]:
+        """Convert window by window, yielding float32 blocks at :attr:`sample_rate` as they are final.
+
+        The input is validated (and, for ``pitch="auto"``, pitch-tracked) before the first block.
+        """
+        src, speaker, semitones = self._prepare(source, speaker, pitch, source_rate)
+        return self._blocks(src, speaker, semitones, plan)
+
+    def _blocks(self, src: SourceAudio, speaker: Speaker, semitones: float, plan) -> Iterator[np.ndarray]:
+        engine = ConversionEngine(self.model, self.vocoder, speaker.embedding, semitones, plan or self.plan,
+                                  self.device)
+        for block in src.blocks():
+            out = engine.push(block)
+            if out.size:
+                yield out
+        out = engine.finish()
+        if out.size:
+            yield out
+
+    def convert(self, source, speaker, pitch="auto", source_rate: int | None = None) -> torch.Tensor:
+        """Re-voice ``source`` as ``speaker``; returns ``(T,)`` float32 CPU tensor at :attr:`sample_rate`.
+
+        ``pitch``: ``"auto"`` (move the source's mean log-F0 to the speaker's), a number of
+        semitones, or None/``"off"``. The output has as many samples as the source at the model rate.
+        """
+        src, speaker, semitones = self._prepare(source, speaker, pitch, source_rate)
+        # Preallocated to the expected length: the only buffer that grows with the input.
+        out = np.empty(src.expected_samples + self.mel_config.hop_length, np.float32)
+        filled = 0
+        for block in self._blocks(src, speaker, semitones, None):
+            if filled + block.size > out.size:
+                out = np.concatenate([out, np.empty(block.size, np.float32)])
+            out[filled : filled + block.size] = block
+            filled += block.size
+        return torch.from_numpy(out[:filled])
+
+    def convert_to_file(self, source, speaker, path: str | os.PathLike, pitch="auto", overwrite: bool = False,
+                        source_rate: int | None = None) -> Path:
+        """Convert straight to an audio file, block by block: memory stays bounded for any length.
+
+        Written to a temporary file beside ``path`` and renamed at the end, so ``path`` is either
+        complete or absent. Refuses to replace an existing file unless ``overwrite``.
+        """
+        path = Path(path)
+        suffix = path.suffix.lower()
+        if suffix not in OUTPUT_FORMATS:
+            raise VoiceconvError(f"{path}: unsupported output extension {suffix or '(none)'}; use one of "
+                                 f"{', '.join(OUTPUT_FORMATS)}")
+        if path.exists() and not overwrite:
+            raise FileExistsError(f"{path} already exists; pass --overwrite (overwrite=True) to replace it")
+        src, speaker, semitones = self._prepare(source, speaker, pitch, source_rate)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        file_format, subtype = OUTPUT_FORMATS[suffix]
+        handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + suffix, dir=path.parent)
+        os.close(handle)
+        try:
+            with sf.SoundFile(temp, "w", samplerate=self.sample_rate, channels=1, format=file_format,
+                              subtype=subtype) as out:
+                for block in self._blocks(src, speaker, semitones, None):
+                    if not np.isfinite(np.sum(block, dtype=np.float64)):
+                        raise VoiceconvError("the conversion produced NaN or Inf samples; the model or vocoder "
+                                             "weights are broken")
+                    out.write(np.clip(block, -1.0, 1.0))
+            os.replace(temp, path)
+        except BaseException:
+            Path(temp).unlink(missing_ok=True)
+            raise
+        return path
+
+    # ---- streaming ------------------------------------------------------------------------------
+
+    def stream(self, chunks: Iterable, speaker, pitch=None, **options) -> Iterator[torch.Tensor]:
+        """Convert a live stream: consume audio blocks at :attr:`sample_rate`, yield converted blocks.
+
+        Yields one ``(block_size,)`` float32 tensor per ``block_size`` samples consumed, delayed by a
+        constant ``latency_samples`` (the first blocks are silence); when ``chunks`` ends the rest is
+        flushed. ``options`` go to :class:`voiceconv.streaming.StreamingConverter` (block size,
+        history, lookahead). ``pitch``: None or semitones (``"auto"`` needs the whole source; compute
+        it once with :meth:`auto_pitch` on a sample of the source voice).
+        """
+        from voiceconv.streaming import StreamingConverter
+
+        streamer = StreamingConverter(self, speaker, pitch=pitch, **options)
+        return streamer.run(chunks)
+
+
+def _as_clip_list(refs) -> list:
+    """One clip or a list of clips -> list. A ``(rate, array)`` tuple is one clip, not two."""
+    if isinstance(refs, (str, os.PathLike, np.ndarray, torch.Tensor)):
+        return [refs]
+    if isinstance(refs, tuple) and len(refs) == 2 and (np.isscalar(refs[0]) or np.isscalar(refs[1])):
+        return [refs]
+    if isinstance(refs, (list, tuple)):
+        return list(refs)
+    raise VoiceconvError(f"references must be a path, an array, a (rate, array) tuple or a list of those; "
+                         f"got {type(refs).__name__}")

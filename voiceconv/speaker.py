@@ -1,0 +1,180 @@
+"""``Speaker``: a target voice embedded once and reused for many conversions.
+
+A speaker is the mean of the model's speaker vectors over one or more reference clips, plus the
+log-F0 statistics that ``pitch="auto"`` needs, plus enough metadata to refuse misuse::
+
+    speaker = vc.embed_speaker(["ref1.wav", "ref2.wav", "ref3.wav"])
+    speaker.save("voice.spk")                 # a small safetensors file (a few KB)
+    speaker = Speaker.load("voice.spk")
+    wav = vc.convert("source.wav", speaker)   # refused if voice.spk was made by another model
+
+The vectors are averaged as they come out of the speaker encoder, **without** L2 normalisation:
+the AdaIN decoder turns the vector into per-channel scales and biases, so its length carries
+information the decoder was trained on; normalising it would feed the decoder vectors it never saw.
+(Cosine similarity, used to *compare* speakers, normalises on its own.)
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from voiceconv.errors import VoiceconvError
+
+FORMAT = "voiceconv-speaker"  # metadata["format"] of every .spk file
+FORMAT_VERSION = 1  # bump when the fields below change meaning
+SPEAKER_SUFFIX = ".spk"
+
+
+class SpeakerFileError(VoiceconvError):
+    """A .spk file is missing, unreadable or not a voiceconv speaker file."""
+
+
+class SpeakerMismatchError(VoiceconvError):
+    """A speaker was embedded by a different model than the one converting."""
+
+
+@dataclass
+class Speaker:
+    """A target voice: ``embedding (D,)`` float32 plus pitch statistics and provenance.
+
+    ``log_f0_mean`` / ``log_f0_std`` are over the voiced 10 ms frames of all references (natural
+    log of Hz); NaN when the references had too little voiced speech, which turns ``pitch="auto"``
+    into no shift. ``model_sha256`` identifies the weights that produced ``embedding``
+    (:attr:`voiceconv.api.VoiceConverter.model_sha256`); an empty string means unknown (accepted
+    by any model, e.g. a vector built by hand with :meth:`from_embedding`).
+    """
+
+    embedding: torch.Tensor
+    log_f0_mean: float = math.nan
+    log_f0_std: float = math.nan
+    n_clips: int = 0
+    seconds: float = 0.0  # speech seconds used, after trimming leading/trailing silence
+    voiced_seconds: float = 0.0
+    model_sha256: str = ""
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        embedding = torch.as_tensor(self.embedding, dtype=torch.float32).detach().cpu()
+        if embedding.dim() != 1 or embedding.numel() == 0:
+            raise VoiceconvError(f"a speaker embedding must be a 1-D vector (D,), got shape {tuple(embedding.shape)}")
+        if not torch.isfinite(embedding).all():
+            raise VoiceconvError("the speaker embedding contains NaN or Inf; re-embed the reference clips")
+        self.embedding = embedding.contiguous()
+
+    @property
+    def dim(self) -> int:
+        return int(self.embedding.numel())
+
+    @property
+    def has_pitch(self) -> bool:
+        return math.isfinite(self.log_f0_mean)
+
+    @property
+    def f0_hz(self) -> float:
+        """Geometric-mean F0 of the references in Hz (NaN if unknown)."""
+        return math.exp(self.log_f0_mean) if self.has_pitch else math.nan
+
+    @classmethod
+    def from_embedding(cls, embedding, name: str = "") -> Speaker:
+        """A speaker from a bare ``(D,)`` vector: no pitch statistics, accepted by any model."""
+        return cls(embedding=torch.as_tensor(embedding), name=name)
+
+    def describe(self) -> str:
+        pitch = f"mean F0 {self.f0_hz:.0f} Hz" if self.has_pitch else "no pitch statistics"
+        return (f"speaker '{self.name or 'unnamed'}': {self.n_clips} clip(s), {self.seconds:.1f} s of speech, "
+                f"{pitch}, D={self.dim}")
+
+    # ---- files ----------------------------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike, overwrite: bool = True) -> Path:
+        """Write a ``.spk`` safetensors file atomically (temporary file in the same folder, then rename)."""
+        path = Path(path)
+        if path.exists() and not overwrite:
+            raise FileExistsError(f"{path} already exists; pass --overwrite (overwrite=True) to replace it")
+        metadata = {
+            "format": FORMAT,
+            "format_version": str(FORMAT_VERSION),
+            "model_sha256": self.model_sha256,
+            "n_clips": str(self.n_clips),
+            "seconds": repr(float(self.seconds)),
+            "voiced_seconds": repr(float(self.voiced_seconds)),
+            "log_f0_mean": repr(float(self.log_f0_mean)),
+            "log_f0_std": repr(float(self.log_f0_std)),
+            "name": self.name,
+            "l2_normalized": "false",
+        }
+        from voiceconv import __version__
+
+        metadata["voiceconv_version"] = __version__
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(handle)
+        try:
+            save_file({"embedding": self.embedding.clone()}, temp, metadata=metadata)
+            os.replace(temp, path)
+        except BaseException:
+            Path(temp).unlink(missing_ok=True)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Speaker:
+        """Read a ``.spk`` file written by :meth:`save`; :class:`SpeakerFileError` if it is not one."""
+        path = Path(path)
+        if not path.is_file():
+            raise SpeakerFileError(
+                f"{path}: speaker file not found; create one with 'voiceconv embed REF... -o {path}'"
+            )
+        try:
+            tensors = load_file(str(path))
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as handle:
+                metadata = handle.metadata() or {}
+        except (SafetensorError, OSError, ValueError) as error:
+            raise SpeakerFileError(f"{path}: not a readable speaker file ({error}); re-create it with "
+                                   "'voiceconv embed'") from None
+        if metadata.get("format") != FORMAT or "embedding" not in tensors:
+            raise SpeakerFileError(f"{path}: a safetensors file but not a voiceconv speaker (.spk) file; "
+                                   "create one with 'voiceconv embed REF... -o voice.spk'")
+        version = metadata.get("format_version")
+        if version != str(FORMAT_VERSION):
+            raise SpeakerFileError(f"{path}: speaker file format version {version}, this voiceconv reads "
+                                   f"{FORMAT_VERSION}; re-create it with 'voiceconv embed'")
+        try:
+            return cls(
+                embedding=tensors["embedding"],
+                log_f0_mean=float(metadata.get("log_f0_mean", "nan")),
+                log_f0_std=float(metadata.get("log_f0_std", "nan")),
+                n_clips=int(metadata.get("n_clips", "0")),
+                seconds=float(metadata.get("seconds", "0")),
+                voiced_seconds=float(metadata.get("voiced_seconds", "0")),
+                model_sha256=metadata.get("model_sha256", ""),
+                name=metadata.get("name", ""),
+            )
+        except ValueError as error:
+            raise SpeakerFileError(f"{path}: corrupt speaker metadata ({error}); re-create it with "
+                                   "'voiceconv embed'") from None
+
+    def check_model(self, model_sha256: str, speaker_dim: int, where: str = "speaker") -> None:
+        """Raise :class:`SpeakerMismatchError` unless this speaker fits the model ``model_sha256``."""
+        if self.dim != speaker_dim:
+            raise SpeakerMismatchError(
+                f"{where} has a {self.dim}-dim embedding but the model uses {speaker_dim}-dim speaker vectors; "
+                "it was made with a different model. Re-embed the reference clips with this model "
+                "('voiceconv embed REF... -o voice.spk --model DIR')"
+            )
+        if self.model_sha256 and model_sha256 and self.model_sha256 != model_sha256:
+            raise SpeakerMismatchError(
+                f"{where} was embedded with model {self.model_sha256[:12]}..., but this converter uses model "
+                f"{model_sha256[:12]}...; speaker vectors only make sense for the model that made them. "
+                "Re-embed the reference clips with this model ('voiceconv embed REF... -o voice.spk --model DIR')"
+            )
