@@ -166,7 +166,7 @@ stage_4() {
 }
 
 stage_5() {
-  voiceconv batch "$DATA_DIR/eval_pairs.csv" --out "$RUN_DIR/converted" --model "$(model_dir "$RUN_DIR")" \
+  voiceconv batch "$DATA_DIR/eval_pairs.csv" --out-dir "$RUN_DIR/converted" --model "$(model_dir "$RUN_DIR")" \
     --vocoder "$(vocoder_dir)" "${device_args[@]}" --quiet
 }
 
