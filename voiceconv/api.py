@@ -220,6 +220,19 @@ class VoiceConverter:
         speaker.check_model(self.model_sha256, self.model.speaker_dim, where)
         return speaker
 
+    def similarity(self, audio, speaker, source_rate: int | None = None) -> float:
+        """Cosine similarity of ``audio``'s speaker vector to ``speaker``, by this model's own encoder.
+
+        ``audio``: anything :meth:`embed_speaker` takes (e.g. a converted waveform at
+        :attr:`sample_rate`). A quick, model-internal measure of how much a conversion sounds like
+        the target; an independent speaker-verification judge is in ``voiceconv evaluate``.
+        """
+        if source_rate is not None:
+            audio = (source_rate, audio)
+        vector = self.embed_speaker(audio).embedding
+        target = self.load_speaker(speaker).embedding
+        return float(torch.nn.functional.cosine_similarity(vector, target, dim=0))
+
     # ---- pitch ----------------------------------------------------------------------------------
 
     def auto_pitch(self, source, speaker, source_rate: int | None = None) -> float:
