@@ -77,7 +77,8 @@ find_conf() {
 CONF=$(find_conf "$CONF")
 tag=$(basename "$CONF" .yaml)
 if [ -z "$VOCODER_CONF" ]; then
-  if [ -f "$RECIPE_DIR/conf/vocoder_$tag.yaml" ]; then VOCODER_CONF=conf/vocoder_$tag.yaml; else VOCODER_CONF=conf/vocoder.yaml; fi
+  VOCODER_CONF=conf/vocoder.yaml
+  if [ -f "$RECIPE_DIR/conf/vocoder_$tag.yaml" ]; then VOCODER_CONF=conf/vocoder_$tag.yaml; fi
 fi
 VOCODER_CONF=$(find_conf "$VOCODER_CONF")
 EXP_DIR=$(absolute "$EXP_DIR")
@@ -114,7 +115,10 @@ resume_or_config() { if [ -f "$1/train_state.pt" ]; then echo --resume; else ech
 stage_0() {
   local ok=1
   if [ -f "$SPEECH_DIR/manifest.csv" ]; then echo "bundled speech: $SPEECH_DIR"
-  else echo "no manifest.csv in $SPEECH_DIR: pass --speech DIR (the folder with librispeech/, kathleen/ and manifest.csv)"; ok=0; fi
+  else
+    echo "no manifest.csv in $SPEECH_DIR: pass --speech DIR (the folder with librispeech/, kathleen/, manifest.csv)"
+    ok=0
+  fi
   local missing=()
   for tool in espeak-ng flite text2wave sox; do command -v "$tool" > /dev/null || missing+=("$tool"); done
   if [ ${#missing[@]} -gt 0 ]; then

@@ -75,7 +75,8 @@ find_conf() {
 CONF=$(find_conf "$CONF")
 tag=$(basename "$CONF" .yaml)
 if [ -z "$VOCODER_CONF" ]; then
-  if [ -f "$RECIPE_DIR/conf/vocoder_$tag.yaml" ]; then VOCODER_CONF=conf/vocoder_$tag.yaml; else VOCODER_CONF=conf/vocoder.yaml; fi
+  VOCODER_CONF=conf/vocoder.yaml
+  if [ -f "$RECIPE_DIR/conf/vocoder_$tag.yaml" ]; then VOCODER_CONF=conf/vocoder_$tag.yaml; fi
 fi
 VOCODER_CONF=$(find_conf "$VOCODER_CONF")
 EXP_DIR=$(absolute "$EXP_DIR")
