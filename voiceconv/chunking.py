@@ -262,23 +262,15 @@ class _WindowNorm:
     are final it uses the window's own statistics, as plain instance norm would.
     """
 
-    def __init__(self, info: WindowInfo, length: int, rates: tuple[int, ...], running: NormStats,
-                 min_frames: int = 0):
-        self.info, self.length, self.rates = info, length, rates
+    def __init__(self, info: WindowInfo, rates: tuple[int, ...], running: NormStats, min_frames: int = 0):
+        """``rates[i]``: input frames per frame of the tensor that instance-norm call ``i`` sees."""
+        self.info, self.rates = info, rates
         self.running, self.min_frames = running, min_frames
         self.calls = 0
 
-    def _rate(self, frames: int) -> int:
-        stride = max(self.rates)
-        for rate in self.rates:
-            # Encoder layers have ceil(T / rate) frames; decoder layers ceil(T / stride) * stride / rate.
-            if frames in (-(-self.length // rate), -(-self.length // stride) * stride // rate):
-                return rate
-        raise RuntimeError(f"cannot place a {frames}-frame layer in a {self.length}-frame window")
-
-    def _core(self, frames: int) -> tuple[int, int]:
+    def _core(self, call: int, frames: int) -> tuple[int, int]:
         """The layer frames of this window's core: frame j at rate r sits on input frame begin + r * j."""
-        rate, info = self._rate(frames), self.info
+        rate, info = self.rates[call], self.info
         low = 0 if info.first else -(-(info.start - info.begin) // rate)
         high = frames if info.last else -(-(info.end - info.begin) // rate)
         return low, high
@@ -289,7 +281,7 @@ class _WindowNorm:
         i = self.calls
         self.calls += 1
         xf = x.float()
-        low, high = self._core(x.shape[-1])
+        low, high = self._core(i, x.shape[-1])
         if self.running.has(i) and self.running.frames >= self.min_frames:
             mean, var = self.running.moments(i, extra=xf[0, :, low:])  # past cores + this core and lookahead
         else:
@@ -446,7 +438,7 @@ class ConversionEngine:
         self.mel = MelStream(self.mel_config, semitones)
         self.norm, self.min_running_frames = norm, min_running_frames
         self.running = NormStats() if norm == "running" else None
-        self.rates = model_rates(model)
+        self.rates: tuple[int, ...] | None = None  # per instance-norm call, found on first use
         self.model_stage = WindowedStage(self._convert_window, plan.model_core, plan.model_left, plan.model_right,
                                          plan.model_fade, 1, plan.model_first, align=model_stride(model))
         self.vocoder_stage = None
@@ -467,7 +459,9 @@ class ConversionEngine:
         mel = mel.unsqueeze(0).to(self.device)  # (1, n_mels, T)
         if self.running is None:
             return self.model.convert(mel, self.speaker)[0].float().cpu()
-        hook = _WindowNorm(info, mel.shape[-1], self.rates, self.running, self.min_running_frames)
+        if self.rates is None:
+            self.rates = norm_call_rates(self.model, self.speaker)
+        hook = _WindowNorm(info, self.rates, self.running, self.min_running_frames)
         with instance_norm_hook(hook):
             out = self.model.convert(mel, self.speaker)  # (1, n_mels, T)
         self.running.frames += info.end - info.start
@@ -529,19 +523,26 @@ def vocoder_receptive_field(vocoder) -> int:
     return int(getattr(generator, "receptive_field_frames", 64))
 
 
-def model_rates(model) -> tuple[int, ...]:
-    """Frame rates (input frames per layer frame) of the model's layers: (1, 2, 4, 8) for AdaIN-VC."""
-    try:
-        rates, rate = {1}, 1
-        for stride in model.config.content_encoder.subsample:
-            rate *= int(stride)
-            rates.add(rate)
-        for up in model.config.decoder.upsample:
-            rate //= int(up)
-            rates.add(rate)
-        return tuple(sorted(r for r in rates if r >= 1))
-    except AttributeError:
-        return (1, 2, 4, 8)
+def norm_call_rates(model, speaker: torch.Tensor) -> tuple[int, ...]:
+    """Input frames per frame at each instance-norm call of ``model.convert``, in call order.
+
+    Found by running the model once on a probe whose length is a multiple of every stride, so each
+    call's length divides it exactly (AdaIN-VC: 1, 1, ..., 8 in the encoder, back to 1 in the decoder).
+    """
+    probe_frames = 64 * model_stride(model)
+    lengths: list[int] = []
+
+    def record(x, mask, eps):
+        lengths.append(x.shape[-1])
+        mean = x.float().mean(dim=-1, keepdim=True)
+        var = x.float().var(dim=-1, keepdim=True, unbiased=False)
+        return ((x.float() - mean) * torch.rsqrt(var + eps)).to(x.dtype)
+
+    mel = torch.full((1, model.mel_config.n_mels, probe_frames), model.mel_config.min_log, device=speaker.device)
+    mel = mel + torch.randn(mel.shape, generator=torch.Generator().manual_seed(0)).to(speaker.device)
+    with torch.inference_mode(), instance_norm_hook(record):
+        model.convert(mel, speaker)
+    return tuple(max(1, round(probe_frames / n)) for n in lengths)
 
 
 def model_receptive_field(model) -> int:
