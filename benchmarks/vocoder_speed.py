@@ -26,11 +26,14 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
+import voiceconv
 from voiceconv.features import MelConfig, MelSpectrogram
+from voiceconv.train_vocoder import load_experiment
 from voiceconv.vocoder.hifigan import PRESETS
 from voiceconv.vocoder.model import Vocoder, VocoderConfig
 
@@ -44,7 +47,8 @@ def build(name: str) -> Vocoder:
     if name == "griffin_lim":
         return Vocoder.griffin_lim(MelConfig(), n_iter=32, device="cpu")
     if name == "istft":
-        vocoder = Vocoder(VocoderConfig())
+        # The shipped default: the model section of voiceconv/conf/vocoder_istft.yaml.
+        vocoder = Vocoder(load_experiment(Path(voiceconv.__file__).parent / "conf" / "vocoder_istft.yaml").model)
     else:
         vocoder = Vocoder(VocoderConfig(generator="hifigan", hifigan=PRESETS[name.split("_")[1]]))
         vocoder.generator.remove_weight_norm()

@@ -80,6 +80,27 @@ def test_istft_head_places_frames_where_the_mel_took_them():
     assert (torch.roll(output, HOP // 2) - audio).abs().max() > 0.05
 
 
+def test_magnitude_prior_starts_from_the_mels_own_spectral_envelope():
+    """With the prior and a zero head, the predicted magnitude maps back onto the input mel."""
+    config = VocoderConfig(istft=ISTFTGeneratorConfig(dim=32, intermediate_dim=64, magnitude_prior=True))
+    vocoder = Vocoder(config).eval()
+    torch.nn.init.zeros_(vocoder.generator.head.weight)
+    torch.nn.init.zeros_(vocoder.generator.head.bias)
+    _, mel = voice_mel()
+    with torch.no_grad():
+        magnitude = vocoder.generator.spectrum(mel[None]).abs()[0]  # (n_bins, T)
+    basis = vocoder.generator.inverse_basis.pinverse()  # back to the mel filterbank, (n_mels, n_bins)
+    remapped = torch.log(torch.clamp(basis @ magnitude, min=MEL.log_clamp))
+    assert (remapped - mel).abs().mean() < 0.05
+    # Without the prior the same zero head predicts a flat unit magnitude: nowhere near the mel.
+    plain = Vocoder(VocoderConfig(istft=ISTFTGeneratorConfig(dim=32, intermediate_dim=64))).eval()
+    torch.nn.init.zeros_(plain.generator.head.weight)
+    torch.nn.init.zeros_(plain.generator.head.bias)
+    with torch.no_grad():
+        flat = plain.generator.spectrum(mel[None]).abs()[0]
+    assert (torch.log(torch.clamp(basis @ flat, min=MEL.log_clamp)) - mel).abs().mean() > 1.0
+
+
 @pytest.mark.parametrize("name", [*TINY, "griffin_lim"])
 @pytest.mark.parametrize("frames", [1, 7, 33])
 def test_every_generator_outputs_frames_times_hop_samples(name, frames):
