@@ -349,3 +349,23 @@ def test_convert_to_file_is_atomic_and_refuses_overwrite(tmp_path):
     with pytest.raises(VoiceconvError, match="extension"):
         vc.convert_to_file(source, speaker, tmp_path / "out" / "z.xyz")
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["x.flac"]  # no temporary files left
+
+
+def test_cli_convert_and_embed(tmp_path, model_dirs, capsys):
+    """Acceptance 1 in miniature: a 10 s recording, a 3-clip target, an output of the same duration."""
+    from voiceconv.cli import main
+
+    source = write_voice(tmp_path / "talk.wav", 120, 10.0, sr=44100, seed=20)
+    refs = [str(write_voice(tmp_path / f"ref{k}.wav", 210, 1.0, seed=30 + k)) for k in range(3)]
+    model = ["--model", str(model_dirs[0]), "--vocoder", str(model_dirs[1])]
+    out = tmp_path / "converted.wav"
+    assert main(["convert", str(source), "--target", *refs, "-o", str(out), *model]) == 0
+    assert sf.info(out).duration == pytest.approx(10.0, abs=256 / SR) and sf.info(out).samplerate == SR
+    assert main(["convert", str(source), "--target", *refs, "-o", str(out), *model]) == 2  # exists
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["embed", *refs, "-o", str(tmp_path / "voice.spk"), *model]) == 0
+    assert main(["convert", str(source), str(tmp_path / "ref0.wav"), "--speaker", str(tmp_path / "voice.spk"),
+                 "-o", str(tmp_path / "many"), "--pitch", "-2", *model]) == 0
+    assert sorted(p.name for p in (tmp_path / "many").iterdir()) == ["ref0.wav", "talk.wav"]
+    assert main(["convert", str(source), "--target", refs[0], "-o", str(tmp_path / "x.wav"), "--pitch", "up",
+                 *model]) == 2
