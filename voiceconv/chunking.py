@@ -18,14 +18,20 @@ core equals the whole-utterance result. AdaIN-VC's instance norm is different: i
 each channel over *all* frames it is given, so every window uses its own statistics. We keep
 those statistics local on purpose: the model is trained on segments of about 1.5 s, windows of
 30 s are already far longer than that, and utterance-global statistics over an hour of audio
-would be no closer to what the model learned. Consequences, each covered by a test:
+would be no closer to what the model learned. (Estimating utterance statistics in extra passes
+and freezing them is not exact either: every layer's statistics depend on the layers before, and
+iterating the estimate diverged on untrained models.) Consequences, each covered by a test:
 
-- an input up to one window (about 33 s by default) is converted in one piece: identical to
-  converting the whole utterance;
+- an input up to ``model_core`` frames (29.7 s by default) is converted in one piece: identical
+  to converting the whole utterance;
 - longer inputs match whole-utterance conversion closely away from window edges, up to the
   difference between the windows' and the utterance's frame statistics;
 - the vocoder stage is exact for the neural vocoders (they are convolutional); Griffin-Lim is
   only approximately local, and its joins are crossfaded.
+
+Streaming (:mod:`voiceconv.streaming`) uses the same stages with one-block windows; there the
+instance norm can instead use running statistics of everything converted so far
+(``norm="running"``, through :func:`voiceconv.models.layers.instance_norm_hook`).
 """
 
 from __future__ import annotations
