@@ -151,6 +151,22 @@ def test_cli_run_then_resume_is_identical_to_an_uninterrupted_run(prepared, tmp_
     assert [m["step"] for m in resumed_metrics if "loss/total" in m] == [1, 2, 3, 4]
 
 
+def test_a_run_saved_before_a_model_option_existed_still_resumes(prepared, tmp_path):
+    import yaml
+
+    train(experiment("train.steps=1", "model.istft.magnitude_prior=false"), prepared, tmp_path / "run",
+          progress=False)
+    config_path = tmp_path / "run" / "config.yaml"
+    saved = yaml.safe_load(config_path.read_text())
+    del saved["model"]["istft"]["magnitude_prior"]  # as an older voiceconv wrote it
+    config_path.write_text(yaml.safe_dump(saved))
+    from voiceconv.train_vocoder import experiment_from_args
+
+    resumed = experiment_from_args(None, ["train.steps=2"], tmp_path / "run", resume=True)
+    train(resumed, prepared, tmp_path / "run", resume=True, progress=False)
+    assert torch.load(tmp_path / "run" / "train_state.pt", weights_only=True)["step"] == 2
+
+
 def test_new_run_refuses_an_existing_run_and_griffin_lim(prepared, tmp_path):
     exp = experiment("train.steps=1")
     train(exp, prepared, tmp_path / "run", progress=False)

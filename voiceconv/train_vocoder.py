@@ -419,7 +419,13 @@ def _check_resume_config(run: RunDirectory, experiment: VocoderExperiment) -> No
     saved = yaml.safe_load(run.config.read_text()) if run.config.is_file() else None
     if saved is None:
         return
-    if saved.get("model") != to_dict(experiment.model):
+    # Normalised through the dataclass, so that a run saved before a model option existed (its
+    # default then fills in) still resumes.
+    try:
+        saved_model = to_dict(from_dict(VocoderConfig, saved.get("model") or {}))
+    except ConfigError:
+        saved_model = saved.get("model")
+    if saved_model != to_dict(experiment.model):
         raise ConfigError(f"{run.config}: the model section differs from the run being resumed, so the saved "
                           "weights do not fit; resume without --config (the run's own config.yaml is used) or "
                           "start a new run with another --out")
