@@ -8,8 +8,8 @@ on them) and 32-iteration Griffin-Lim, on 10 s and 60 s of audio with 1 and 2 th
 
 - RTF = compute seconds / audio seconds (median over repeats; lower is faster);
 - speed-up versus HiFi-GAN V1 at the same threads and duration;
-- peak memory of ``decode`` in a fresh process (RSS high-water mark, and its increase over the
-  process after loading the model and the input), 60 s input, 2 threads;
+- peak memory of ``decode`` in a fresh process (RSS high-water mark during the decode, and its
+  increase over the process with the model and the input loaded), 60 s input, 2 threads;
 - peak memory of decoding a 10-minute mel with the default generator (chunked decoding).
 
 All cases decode the same log-mel, computed from a synthetic harmonic "voice" with the project's
@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -87,22 +86,32 @@ def time_decode(vocoder: Vocoder, mel: torch.Tensor, repeats: int, budget: float
     return statistics.median(times), len(times)
 
 
-def max_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+def memory_mb(field: str) -> float:
+    """``VmRSS`` (now) or ``VmHWM`` (high-water mark) of this process from /proc, in MB.
+
+    Not ``getrusage``: its ``ru_maxrss`` survives ``exec``, so a child would report its parent's peak.
+    """
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024  # kB -> MB
+    raise RuntimeError(f"{field} not in /proc/self/status (Linux only)")
 
 
 def child(name: str, seconds: float, threads: int) -> None:
-    """Run in a fresh process: report the RSS high-water mark before and after one decode."""
+    """Run in a fresh process: the RSS before one decode and the high-water mark during it."""
     torch.set_num_threads(threads)
     logging_off()
     mel = synthetic_mel(seconds, MelConfig())
     vocoder = build(name)
     vocoder.decode(mel[:, :50])  # one-time allocations (thread pools, kernels) are not the decode's
-    before = max_rss_mb()
+    with open("/proc/self/clear_refs", "w") as handle:
+        handle.write("5")  # reset VmHWM to the current RSS, so the peak below is the decode's own
+    before = memory_mb("VmRSS")
     start = time.perf_counter()
     vocoder.decode(mel)
     elapsed = time.perf_counter() - start
-    print(json.dumps({"before_mb": before, "peak_mb": max_rss_mb(), "seconds": elapsed}))
+    print(json.dumps({"before_mb": before, "peak_mb": memory_mb("VmHWM"), "seconds": elapsed}))
 
 
 def logging_off() -> None:
