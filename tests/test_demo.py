@@ -7,6 +7,7 @@ the shipped ones; the audio is synthetic. The served app is the same one ``voice
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -81,19 +82,26 @@ def write_clips(directory: Path) -> SimpleNamespace:
     return clips
 
 
-@pytest.fixture(scope="module")
-def demo_env(tmp_path_factory):
-    """Gradio's temp area inside the test's folder, analytics off (restored afterwards)."""
-    root = tmp_path_factory.mktemp("demo")
+@contextlib.contextmanager
+def gradio_environment(root: Path):
+    """Gradio's temp area inside ``root`` and analytics off, restored afterwards."""
     saved = {key: os.environ.get(key) for key in ("GRADIO_TEMP_DIR", "GRADIO_ANALYTICS_ENABLED")}
     os.environ["GRADIO_TEMP_DIR"] = str(root / "gradio_tmp")
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
-    yield root
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    try:
+        yield root
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@pytest.fixture(scope="module")
+def demo_env(tmp_path_factory):
+    with gradio_environment(tmp_path_factory.mktemp("demo")) as root:
+        yield root
 
 
 @pytest.fixture(scope="module")
@@ -395,3 +403,19 @@ def test_config_rejects_impossible_limits():
         DemoConfig(max_file_size=0)
     with pytest.raises(VoiceconvError, match="concurrency_limit"):
         DemoConfig(concurrency_limit=0)
+
+
+def test_result_text_reports_vocoder_and_unmeasurable_similarity():
+    from voiceconv.demo_app import ConversionResult, result_markdown
+
+    result = ConversionResult(audio=np.zeros(10, np.float32), sample_rate=22050, figure=None,
+                              similarity_result=float("nan"), similarity_source=0.25, seconds_convert=0.5,
+                              seconds_total=0.8, source_seconds=2.0, neural_vocoder=True, vocoder_fallback=False,
+                              model="m", target="t")
+    text = result_markdown(result)
+    assert "| **result** | **n/a** |" in text and "| source (before conversion) | 0.250 |" in text
+    assert "real-time factor 0.25" in text and "Griffin-Lim" not in text
+    result.neural_vocoder = False
+    assert "Made with the **Griffin-Lim** vocoder" in result_markdown(result)
+    result.vocoder_fallback = True
+    assert "Griffin-Lim fallback vocoder" in result_markdown(result)

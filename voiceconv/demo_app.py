@@ -59,6 +59,8 @@ class DemoConfig:
     concurrency_limit: int = 1  # conversions at once; on 2 cores a second parallel job only slows both
     queue_size: int = 32  # waiting requests before new ones are turned away with "queue full"
     delete_cache: tuple[int, int] | None = (1800, 7200)  # every 30 min delete uploads/results older than 2 h
+    session_capacity: int = 500  # sessions Gradio keeps (oldest dropped first): ~0.1 MB each plus any custom voice
+    custom_voice_ttl: float = 3 * 3600.0  # seconds a visitor's own voice is kept after it was set (a long visit)
 
     def __post_init__(self) -> None:
         if self.min_seconds <= 0 or self.max_seconds <= self.min_seconds:
@@ -67,6 +69,8 @@ class DemoConfig:
             )
         if self.max_file_size <= 0:
             raise VoiceconvError(f"demo: max_file_size must be a positive number of bytes, got {self.max_file_size}")
+        if self.session_capacity < 1:
+            raise VoiceconvError(f"demo: session_capacity must be at least 1, got {self.session_capacity}")
         if self.concurrency_limit < 1:
             raise VoiceconvError(f"demo: concurrency_limit must be at least 1, got {self.concurrency_limit}")
 
@@ -221,7 +225,8 @@ def mel_figure(mels: list[np.ndarray], titles: list[str], sample_rate: int, hop_
 
     low = min(float(m.min()) for m in mels)
     high = max(float(m.max()) for m in mels)
-    figure = Figure(figsize=(9, 2.1 * len(mels)), layout="constrained")
+    figure = Figure(figsize=(10, 0.4 + 2.0 * len(mels)), layout="constrained")
+    figure.suptitle("Log-mel spectrograms (one colour scale for all)", fontsize=11)
     axes = figure.subplots(len(mels), 1, squeeze=False)[:, 0]
     image = None
     for ax, mel, title in zip(axes, mels, titles):
@@ -235,11 +240,18 @@ def mel_figure(mels: list[np.ndarray], titles: list[str], sample_rate: int, hop_
     return figure
 
 
-def _cosine(a, b) -> float:
+def _similarity(converter, audio: np.ndarray, target) -> float:
+    """Cosine similarity of ``audio`` ``(T,)`` (at the model rate) to the ``target`` speaker, with the
+    model's own speaker encoder; NaN when the clip has too little sound to embed (then shown as n/a:
+    a figure of merit must not turn a finished conversion into an error)."""
     import torch
 
-    a = torch.as_tensor(a, dtype=torch.float32).reshape(-1)
-    b = torch.as_tensor(b, dtype=torch.float32).reshape(-1)
+    try:
+        embedding = converter.embed_speaker((converter.sample_rate, audio)).embedding
+    except VoiceconvError:
+        return math.nan
+    a = torch.as_tensor(embedding, dtype=torch.float32).reshape(-1)  # (D,)
+    b = torch.as_tensor(target.embedding, dtype=torch.float32).reshape(-1)  # (D,)
     return float(torch.nn.functional.cosine_similarity(a, b, dim=0))
 
 
@@ -436,9 +448,8 @@ class DemoBackend:
         wav = wav.detach().cpu().float().numpy().reshape(-1)
 
         report(0.8, "Measuring speaker similarity")
-        target_embedding = speaker.embedding
-        similarity_result = _cosine(converter.embed_speaker((rate, wav)).embedding, target_embedding)
-        similarity_source = _cosine(converter.embed_speaker((rate, source)).embedding, target_embedding)
+        similarity_result = _similarity(converter, wav, speaker)
+        similarity_source = _similarity(converter, source, speaker)
 
         report(0.9, "Drawing spectrograms")
         mel = self._mels[model]
@@ -460,21 +471,28 @@ class DemoBackend:
 def result_markdown(result: ConversionResult) -> str:
     """The text under the result: similarity, timing and which vocoder made the audio."""
     rtf = result.seconds_convert / max(result.source_seconds, 1e-9)
+
+    def cosine(value: float) -> str:
+        return "n/a" if math.isnan(value) else f"{value:.3f}"
+
     lines = [
-        "| speaker similarity to the target (cosine, model's own speaker encoder) | |",
+        "| speaker similarity to the target | cosine |",
         "|---|---|",
-        f"| **result** | **{result.similarity_result:.3f}** |",
-        f"| source (before conversion) | {result.similarity_source:.3f} |",
+        f"| **result** | **{cosine(result.similarity_result)}** |",
+        f"| source (before conversion) | {cosine(result.similarity_source)} |",
+        "",
+        "<small>Measured with the model's own speaker encoder: higher than the source's means the conversion "
+        "moved toward the target.</small>",
         "",
         f"Processing time: **{result.seconds_convert:.2f} s** to convert {result.source_seconds:.1f} s of audio "
         f"(real-time factor {rtf:.2f}); {result.seconds_total:.2f} s for the whole request. "
         f"Model: {result.model}.",
     ]
     if result.vocoder_fallback:
-        lines += ["", "⚠️ **Made with the Griffin-Lim fallback vocoder** because no neural vocoder is installed: "
+        lines += ["", "**Note: made with the Griffin-Lim fallback vocoder** because no neural vocoder is installed: "
                   "expect a robotic, phasey sound. Install or train a neural vocoder for natural audio."]
     elif not result.neural_vocoder:
-        lines += ["", "ℹ️ Made with the **Griffin-Lim** vocoder (chosen above), not the neural one."]
+        lines += ["", "Made with the **Griffin-Lim** vocoder (chosen above), not the neural one."]
     return "\n".join(lines)
 
 
@@ -503,6 +521,29 @@ def _guarded(handler):
                            "if it keeps happening, please report it.", print_exception=False) from None
 
     return wrapper
+
+
+def _release_memory() -> None:
+    """Give freed heap memory back to the OS after a conversion (glibc only; a no-op elsewhere).
+
+    Measured with benchmarks/demo_load.py: without this, glibc keeps the freed buffers of each
+    conversion in per-thread arenas and the server's RSS creeps up by a few MB per request; with it,
+    RSS stays flat. The Python objects themselves are freed either way (tracemalloc shows no growth).
+    """
+    import ctypes
+    import ctypes.util
+
+    global _MALLOC_TRIM
+    if _MALLOC_TRIM is None:
+        try:
+            _MALLOC_TRIM = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _MALLOC_TRIM = False
+    if _MALLOC_TRIM:
+        _MALLOC_TRIM(0)
+
+
+_MALLOC_TRIM = None  # glibc's malloc_trim, looked up on first use (False where there is none)
 
 
 def _to_int16(audio: np.ndarray) -> np.ndarray:
@@ -541,7 +582,7 @@ def build_app(backend: DemoBackend):
             raise _user_error("Add one or more reference clips (upload or record) before using them as the target.")
         state = backend.custom_voice(paths)
         names = ", ".join(Path(p).name for p in paths)
-        status = (f"✅ Your target voice is set from {len(paths)} clip(s), {state['seconds']:.1f} s ({names}). "
+        status = (f"Your target voice is set from {len(paths)} clip(s), {state['seconds']:.1f} s ({names}). "
                   "It is kept for the rest of this visit.")
         return state, status, "custom"
 
@@ -560,10 +601,12 @@ def build_app(backend: DemoBackend):
         else:
             target = backend.gallery_voice(voice_id)
         pitch = {"auto": "auto", "off": None}.get(pitch_mode, None if pitch_mode is None else float(semitones or 0))
-        result = backend.convert(source, target, pitch=pitch, model=model, vocoder=vocoder,
-                                 progress=lambda fraction, text: progress(fraction, desc=text))
-        info = result_markdown(result)
-        return (result.sample_rate, _to_int16(result.audio)), info, result.figure, custom
+        try:
+            result = backend.convert(source, target, pitch=pitch, model=model, vocoder=vocoder,
+                                     progress=lambda fraction, text: progress(fraction, desc=text))
+            return (result.sample_rate, _to_int16(result.audio)), result_markdown(result), result.figure, custom
+        finally:
+            _release_memory()
 
     with gr.Blocks(title="voiceconv: one-shot voice conversion", analytics_enabled=False,
                    delete_cache=config.delete_cache) as demo:
@@ -572,35 +615,36 @@ def build_app(backend: DemoBackend):
             "Make a recording sound like another speaker from a few seconds of their voice. "
             "Upload or record a **source**, choose a **target voice**, and press **Convert**. "
             f"Clips: {config.min_seconds:g}-{config.max_seconds:g} s, up to "
-            f"{config.max_file_size / 1e6:.0f} MB; WAV, FLAC, OGG or MP3."
+            f"{config.max_file_size / 1e6:.3g} MB; WAV, FLAC, OGG or MP3."
         )
-        custom_state = gr.State(None)
+        custom_state = gr.State(None, time_to_live=config.custom_voice_ttl)
         with gr.Row():
             with gr.Column():
                 gr.Markdown("### 1. Source")
                 source = gr.Audio(sources=["upload", "microphone"], type="filepath", label="Source recording",
-                                  elem_id="source_audio")
+                                  buttons=["download"], elem_id="source_audio")
                 source_info = gr.Markdown("", elem_id="source_info")
             with gr.Column():
                 gr.Markdown("### 2. Target voice")
                 target_mode = gr.Radio([("A gallery voice", "gallery"), ("My reference clips", "custom")],
                                        value="gallery", label="Convert to", elem_id="target_mode")
-                with gr.Tab("Gallery"):
-                    voice_id = gr.Radio(gallery_choices, value=first_voice.id, label="Gallery voices",
-                                        elem_id="gallery_voice")
-                    preview = gr.Audio(value=str(first_voice.path), label="Listen", interactive=False,
-                                       elem_id="gallery_preview")
-                    attribution = gr.Markdown(attribution_text(first_voice), elem_id="gallery_attribution")
-                with gr.Tab("My reference clips"):
-                    reference_files = gr.File(file_count="multiple", file_types=["audio"],
-                                              label="Upload one or more clips of the target speaker",
-                                              elem_id="reference_files")
-                    reference_mic = gr.Audio(sources=["microphone"], type="filepath", label="…or record one",
-                                             elem_id="reference_mic")
-                    with gr.Row():
-                        use_reference = gr.Button("Use as my target voice", elem_id="use_reference")
-                        clear_reference = gr.Button("Forget my voice", elem_id="clear_reference")
-                    reference_status = gr.Markdown("No custom voice set.", elem_id="reference_status")
+                with gr.Tabs(selected="gallery") as target_tabs:
+                    with gr.Tab("Gallery", id="gallery") as gallery_tab:
+                        voice_id = gr.Radio(gallery_choices, value=first_voice.id, label="Gallery voices",
+                                            elem_id="gallery_voice")
+                        preview = gr.Audio(value=str(first_voice.path), label="Listen", interactive=False,
+                                           buttons=["download"], elem_id="gallery_preview")
+                        attribution = gr.Markdown(attribution_text(first_voice), elem_id="gallery_attribution")
+                    with gr.Tab("My reference clips", id="custom") as custom_tab:
+                        reference_files = gr.File(file_count="multiple", file_types=["audio"],
+                                                  label="Upload one or more clips of the target speaker",
+                                                  elem_id="reference_files")
+                        reference_mic = gr.Audio(sources=["microphone"], type="filepath", label="…or record one",
+                                                 buttons=["download"], elem_id="reference_mic")
+                        with gr.Row():
+                            use_reference = gr.Button("Use as my target voice", elem_id="use_reference")
+                            clear_reference = gr.Button("Forget my voice", elem_id="clear_reference")
+                        reference_status = gr.Markdown("No custom voice set.", elem_id="reference_status")
         with gr.Row():
             pitch_mode = gr.Radio([("Auto (move to the target's range)", "auto"), ("Shift by semitones", "semitones"),
                                    ("Off (keep the source pitch)", "off")], value="auto", label="Pitch",
@@ -614,20 +658,26 @@ def build_app(backend: DemoBackend):
         convert = gr.Button("Convert", variant="primary", elem_id="convert")
         gr.Markdown("### 3. Result")
         with gr.Row():
-            with gr.Column():
-                result_audio = gr.Audio(type="numpy", format="wav", label="Converted audio", interactive=False,
-                                        buttons=["download"], elem_id="result_audio")
-                result_info = gr.Markdown("", elem_id="result_info")
-            plot = gr.Plot(label="Log-mel spectrograms (shared colour scale)", elem_id="mel_plot")
+            result_audio = gr.Audio(type="numpy", format="wav", label="Converted audio", interactive=False,
+                                    buttons=["download"], elem_id="result_audio")
+            result_info = gr.Markdown("", elem_id="result_info")
+        plot = gr.Plot(label="Log-mel spectrograms", show_label=False, elem_id="mel_plot")
         if backend.fallback_models:
-            gr.Markdown("⚠️ No neural vocoder is installed, so results are made with the **Griffin-Lim fallback** "
-                        "(robotic quality).", elem_id="fallback_note")
+            gr.Markdown("**Note:** no neural vocoder is installed, so results are made with the "
+                        "**Griffin-Lim fallback** (robotic quality).", elem_id="fallback_note")
         with gr.Accordion("About the gallery voices", open=False):
             gr.Markdown((backend.gallery_dir / "ATTRIBUTION.md").read_text()
                         if (backend.gallery_dir / "ATTRIBUTION.md").is_file() else "")
 
-        voice_id.change(on_gallery_change, voice_id, [preview, attribution], api_visibility="private", queue=False)
-        source.change(on_source_change, source, source_info, api_visibility="private", queue=False)
+        # The tabs and the "Convert to" choice follow each other, so what is on screen is what is used.
+        gallery_tab.select(lambda: "gallery", None, target_mode, api_visibility="private", queue=False)
+        custom_tab.select(lambda: "custom", None, target_mode, api_visibility="private", queue=False)
+        target_mode.change(lambda mode: gr.Tabs(selected=mode), target_mode, target_tabs, api_visibility="private",
+                           queue=False)
+        voice_id.change(on_gallery_change, voice_id, [preview, attribution], api_visibility="private", queue=False,
+                        show_progress="hidden")
+        source.change(on_source_change, source, source_info, api_visibility="private", queue=False,
+                      show_progress="hidden")
         use_reference.click(on_set_reference, [reference_files, reference_mic, custom_state],
                             [custom_state, reference_status, target_mode], api_name="set_reference",
                             concurrency_id="model")
@@ -656,6 +706,8 @@ def launch(
     _, url, _ = demo.launch(
         server_name=host, server_port=port, share=share, prevent_thread_lock=not block,
         max_file_size=config.max_file_size, allowed_paths=[str(backend.gallery_dir)], show_error=False,
-        ssr_mode=False, mcp_server=False, quiet=quiet,
+        ssr_mode=False, mcp_server=False, quiet=quiet, state_session_capacity=config.session_capacity,
+        # Run history could offer to save runs to a Hugging Face bucket; the page must not reach out.
+        run_history=False, footer_links=["api", "settings"],
     )
     return demo, backend, url

@@ -23,8 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="VC model directory; repeat to offer several model variants in a menu "
                         "(default: the shipped model in voiceconv/pretrained/vc)")
     parser.add_argument("--vocoder", metavar="DIR",
-                        help="neural vocoder directory (default: the shipped one; without any, Griffin-Lim is used "
-                        "and the page says so)")
+                        help="neural vocoder directory, or 'griffin-lim' (default: the one beside the model, else the "
+                        "shipped one; without any, Griffin-Lim is used and the page says so)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 opens it to the network)")
     parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
