@@ -419,3 +419,12 @@ def test_result_text_reports_vocoder_and_unmeasurable_similarity():
     assert "Made with the **Griffin-Lim** vocoder" in result_markdown(result)
     result.vocoder_fallback = True
     assert "Griffin-Lim fallback vocoder" in result_markdown(result)
+
+
+def test_similarity_of_a_silent_result_is_not_an_error(server):
+    from voiceconv.demo_app import _similarity
+
+    converter = server.backend.converter(None, None)
+    speaker = server.backend.gallery_speaker(server.model, server.backend.gallery[0])
+    assert np.isnan(_similarity(converter, np.zeros(MODEL_RATE, np.float32), speaker))
+    assert -1.0 <= _similarity(converter, synthetic_voice(seconds=1.0, sr=MODEL_RATE), speaker) <= 1.0

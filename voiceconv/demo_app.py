@@ -241,18 +241,12 @@ def mel_figure(mels: list[np.ndarray], titles: list[str], sample_rate: int, hop_
 
 
 def _similarity(converter, audio: np.ndarray, target) -> float:
-    """Cosine similarity of ``audio`` ``(T,)`` (at the model rate) to the ``target`` speaker, with the
-    model's own speaker encoder; NaN when the clip has too little sound to embed (then shown as n/a:
-    a figure of merit must not turn a finished conversion into an error)."""
-    import torch
-
+    """``VoiceConverter.similarity`` of ``audio`` ``(T,)`` (at the model rate) to ``target``; NaN when the
+    clip has too little sound to embed (shown as n/a: a figure of merit must not fail a finished conversion)."""
     try:
-        embedding = converter.embed_speaker((converter.sample_rate, audio)).embedding
+        return converter.similarity(audio, target, source_rate=converter.sample_rate)
     except VoiceconvError:
         return math.nan
-    a = torch.as_tensor(embedding, dtype=torch.float32).reshape(-1)  # (D,)
-    b = torch.as_tensor(target.embedding, dtype=torch.float32).reshape(-1)  # (D,)
-    return float(torch.nn.functional.cosine_similarity(a, b, dim=0))
 
 
 # ---------------------------------------------------------------------------------------------------
