@@ -167,6 +167,20 @@ def test_voiceconv_demo_command_serves_and_converts(tmp_path):
     assert "Running on local URL:  http://127.0.0.1:" in log_path.read_text()
 
 
+@pytest.mark.skipif(not (Path(voiceconv.__file__).parent / "pretrained" / "vc" / "model.safetensors").is_file(),
+                    reason="no shipped default model in voiceconv/pretrained/vc yet")
+def test_shipped_default_model_serves_the_demo(tmp_path, demo_env):
+    """With no --model, the demo loads the shipped model (and its vocoder) and converts."""
+    from voiceconv.demo_app import DemoBackend, DemoConfig
+
+    backend = DemoBackend(DemoConfig())
+    assert backend.model_names == ["default"]
+    clips = write_clips(tmp_path / "clips")
+    result = backend.convert(str(clips.source), backend.gallery[0])
+    assert result.audio.size / result.sample_rate == pytest.approx(SOURCE_SECONDS, abs=0.02)
+    assert np.isfinite(result.audio).all()
+
+
 def test_standalone_script_and_cli_defaults():
     """demo/app.py takes the same options; the defaults bind 127.0.0.1 with no share link."""
     from voiceconv.cli import build_parser

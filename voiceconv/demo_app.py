@@ -52,7 +52,7 @@ class DemoConfig:
     models: list[str] = field(default_factory=list)  # model dirs; empty = the shipped default (voiceconv/pretrained/vc)
     vocoder: str | None = None  # neural vocoder dir; None = the shipped default when installed, else Griffin-Lim only
     device: str | None = None  # None = CUDA if available, else CPU (as every loader in voiceconv)
-    max_file_size: int = 20 * 1024 * 1024  # bytes per upload: 20 MB holds 5 min of 16-bit 16 kHz WAV
+    max_file_size: int = 20_000_000  # bytes per upload: 20 MB holds 10 min of 16-bit 16 kHz mono WAV
     min_seconds: float = 0.5  # shorter clips carry too few frames for the speaker encoder or a useful result
     max_seconds: float = 30.0  # per source clip: about 10 s of compute on 2 CPU cores with the neural vocoder
     max_reference_seconds: float = 60.0  # total over a visitor's reference clips; more adds nothing to the embedding
