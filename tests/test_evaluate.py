@@ -230,6 +230,36 @@ def test_bad_inputs_fail_with_a_fix(tmp_path, capsys):
     assert code == 2 and "drop --model" in capsys.readouterr().err
 
 
+def test_pairs_without_output_column_find_batch_named_files(tmp_path):
+    from voiceconv.evaluation import read_pairs
+    from voiceconv.evaluation.evaluator import resolve_outputs
+
+    for name in ("a.wav", "b.wav", "c.wav"):
+        _write(tmp_path / name, vowel_utterance(120, 1.0, "ai", [0.2, 0.2]))
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text("source,target,set\na.wav,b.wav|c.wav,unseen\nb.wav,a.wav,\n", encoding="utf-8-sig")
+    rows = read_pairs(pairs)
+    assert [row.targets for row in rows] == [[tmp_path / "b.wav", tmp_path / "c.wav"], [tmp_path / "a.wav"]]
+    assert [row.set for row in rows] == ["unseen", "all"]
+    assert rows[0].target_speaker != rows[1].target_speaker
+    converted = tmp_path / "converted"
+    converted.mkdir()
+    for name in ("00000_a.wav", "00001_b.wav"):  # the names `voiceconv batch` gives rows without an output
+        shutil.copy(tmp_path / "a.wav", converted / name)
+    assert resolve_outputs(rows, converted) == {0: converted / "00000_a.wav", 1: converted / "00001_b.wav"}
+    pairs.write_text("source,target\na.wav,voice.spk\n")
+    with pytest.raises(VoiceconvError, match="reference audio"):
+        read_pairs(pairs)
+
+
+def test_reference_lists_sharing_a_clip_are_one_speaker():
+    from voiceconv.evaluation.evaluator import Pair, speaker_clips
+
+    a, b, c, d, e = (Path(f"{name}.wav") for name in "abcde")
+    pairs = [Pair(0, a, [a, b], "a;b"), Pair(1, a, [b, c], "b;c"), Pair(2, a, [d], "d"), Pair(3, a, [c, e], "X")]
+    assert speaker_clips(pairs) == {"a;b": [a, b, c, e], "d": [d]}
+
+
 def test_missing_judge_names_the_install_command(monkeypatch):
     from voiceconv.evaluation.judges import AsrJudge, JudgeMissingError
 

@@ -7,10 +7,12 @@ import argparse
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("pairs", help="CSV with columns source,target[,ground_truth,transcript,set,output,"
-                        "target_speaker]; several target refs are separated by ';'; relative paths start at the CSV")
+                        "target_speaker]; several target refs are separated by ';' or '|'; relative paths start "
+                        "at the CSV")
     parser.add_argument("--out", required=True, help="report directory (pairs.csv, summary.json, report.md, PNGs)")
-    parser.add_argument("--converted", metavar="DIR", help="judge existing outputs in DIR (named by the CSV's output "
-                        "column, default NNNN_<source stem>.wav) instead of converting")
+    parser.add_argument("--converted", metavar="DIR", help="judge existing outputs in DIR (named by the CSV's "
+                        "output column, default NNNNN_<source stem>.wav as 'voiceconv batch' writes them) instead "
+                        "of converting")
     parser.add_argument("--model", help="VC model directory (default: the shipped model)")
     parser.add_argument("--vocoder", help="vocoder directory (default: the model's default vocoder)")
     parser.add_argument("--device", help="torch device for conversion (default: CUDA if available, else CPU); "

@@ -3,15 +3,16 @@
 Pairs CSV (header required; relative paths resolve against the CSV's folder):
 
     source          the utterance whose words are kept
-    target          one or several reference clips of the target speaker, separated by ';'
+    target          one or several reference clips of the target speaker, separated by ';' or '|'
     ground_truth    optional: the target speaker saying the source's words (enables MCD)
     transcript      optional: what the source says (WER reference; without it the source's own
                     ASR hypothesis is the reference, which measures content *preservation*)
     set             optional: speaker-set label for grouping, e.g. seen / unseen (default "all")
-    output          optional: file name of the converted audio (default NNNN_<source stem>.wav,
-                    NNNN = 0-based row number); relative to --converted DIR or REPORT_DIR/converted
+    output          optional: file name of the converted audio (default NNNNN_<source stem>.wav,
+                    NNNNN = 0-based row number, as `voiceconv batch` names them); relative to
+                    --converted DIR, or to REPORT_DIR/converted when evaluate converts
     target_speaker  optional: speaker identity of the target clips, for verification trials
-                    (default: the target field itself, so two different ref lists are two speakers)
+                    (default: the target field itself; ref lists that share a clip are one speaker)
 
 Speaker verification follows the conversion trial exactly: one utterance is scored against the
 mean d-vector of a speaker's reference clips. Genuine trials score each reference clip of a
@@ -65,7 +66,7 @@ def read_pairs(path: str | Path) -> list[Pair]:
     path = Path(path)
     if not path.is_file():
         raise VoiceconvError(f"{path}: pairs CSV not found")
-    with open(path, newline="") as handle:
+    with open(path, newline="", encoding="utf-8-sig") as handle:  # -sig: spreadsheets write a BOM
         reader = csv.DictReader(handle)
         columns = [name.strip() for name in reader.fieldnames or []]
         missing = {"source", "target"} - set(columns)
@@ -88,8 +89,11 @@ def read_pairs(path: str | Path) -> list[Pair]:
         line = f"{path}:{index + 2}"
         if not record.get("source") or not record.get("target"):
             raise VoiceconvError(f"{line}: empty source or target")
-        targets = [resolve(item.strip()) for item in record["target"].split(";") if item.strip()]
-        output = record.get("output") or f"{index:04d}_{resolve(record['source']).stem}.wav"
+        targets = [resolve(item.strip()) for item in re.split(r"[;|]", record["target"]) if item.strip()]
+        if any(target.suffix.lower() == ".spk" for target in targets):
+            raise VoiceconvError(f"{line}: target is a .spk speaker file; the judges need the reference audio "
+                                 "clips themselves, so list those in the target column")
+        output = record.get("output") or f"{index:05d}_{resolve(record['source']).stem}.wav"
         pairs.append(
             Pair(
                 index=index,
@@ -190,12 +194,35 @@ class Verification:
     note: str = ""
 
 
-def verification_trials(judges: Judges, pairs: list[Pair], seed: int = 0) -> Verification:
-    """Genuine and impostor trial scores from the pairs' target clips; see the module docstring."""
+def speaker_clips(pairs: list[Pair]) -> dict[str, list[Path]]:
+    """Reference clips per target speaker; labels that share a clip are merged into one speaker.
+
+    An impostor trial between a speaker and itself would make the EER threshold meaningless.
+    """
+    parent: dict[str, str] = {}
+
+    def root(label: str) -> str:
+        while parent.setdefault(label, label) != label:
+            label = parent[label]
+        return label
+
+    owner: dict[Path, str] = {}
+    for pair in pairs:
+        for target in pair.targets:
+            if target in owner and root(owner[target]) != root(pair.target_speaker):
+                parent[root(pair.target_speaker)] = root(owner[target])
+            owner.setdefault(target, pair.target_speaker)
+        root(pair.target_speaker)
     clips: dict[str, list[Path]] = {}
     for pair in pairs:
-        speaker_clips = clips.setdefault(pair.target_speaker, [])
-        speaker_clips.extend(target for target in pair.targets if target not in speaker_clips)
+        files = clips.setdefault(root(pair.target_speaker), [])
+        files.extend(target for target in pair.targets if target not in files)
+    return clips
+
+
+def verification_trials(judges: Judges, pairs: list[Pair], seed: int = 0) -> Verification:
+    """Genuine and impostor trial scores from the pairs' target clips; see the module docstring."""
+    clips = speaker_clips(pairs)
     units: dict[str, list[np.ndarray]] = {}
     for speaker, files in clips.items():
         if len(files) >= 2:
@@ -252,7 +279,8 @@ def resolve_outputs(pairs: list[Pair], converted_dir: Path) -> dict[int, Path]:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         raise VoiceconvError(
             f"{len(missing)} converted files not found: {shown}. Name them as in the pairs CSV's output column "
-            "(default NNNN_<source stem>.wav, NNNN = 0-based row), or omit --converted to convert with a model"
+            "(default NNNNN_<source stem>.wav, NNNNN = 0-based row, as 'voiceconv batch' writes them), or omit "
+            "--converted to convert with a model"
         )
     return outputs
 
