@@ -193,6 +193,11 @@ def main() -> None:
               f"{max(args.threads)} threads: peak RSS {m['peak_mb']:.0f} MB "
               f"(+{m['peak_mb'] - m['before_mb']:.0f} MB over the loaded process), "
               f"RTF {m['seconds'] / (args.long_minutes * 60):.4f}")
+    load = os.getloadavg()[0]
+    if load > (os.cpu_count() or 1) * 0.75:
+        print(f"\nWARNING: the machine was busy (load average {load:.1f} on {os.cpu_count()} CPUs). Wall-clock "
+              "figures are inflated, multi-threaded ones most (threads wait for each other's time slices); "
+              "rerun on an idle machine for figures to quote.")
     default = [results[("istft", t, s)] for t in args.threads for s in args.durations] if "istft" in vocoders else []
     if default and REFERENCE in vocoders:
         two = max(args.threads)
