@@ -108,38 +108,20 @@ class MelConfig:
             )
 
 
-def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
-    """Slaney's Auditory Toolbox mel scale: linear (200/3 Hz per mel) below 1 kHz, logarithmic above."""
-    hz = np.asarray(hz, np.float64)
-    linear = hz / (200.0 / 3)
-    log_step = np.log(6.4) / 27.0  # 27 mels per factor 6.4 in frequency above 1 kHz
-    return np.where(hz >= 1000.0, 15.0 + np.log(np.maximum(hz, 1e-12) / 1000.0) / log_step, linear)
-
-
-def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
-    mel = np.asarray(mel, np.float64)
-    log_step = np.log(6.4) / 27.0
-    return np.where(mel >= 15.0, 1000.0 * np.exp(log_step * (mel - 15.0)), mel * (200.0 / 3))
-
-
 def mel_basis(config: MelConfig, dtype=np.float32) -> np.ndarray:
-    """Slaney-normalised mel filterbank, ``(n_mels, n_fft // 2 + 1)``, as HiFi-GAN builds it.
+    """Slaney-normalised mel filterbank, ``(n_mels, n_fft // 2 + 1)``, exactly as HiFi-GAN builds it.
 
-    Triangles on the Slaney mel scale, each scaled to unit area in Hz (``norm="slaney"``): the
-    filterbank of ``librosa.filters.mel`` with its defaults, computed here in NumPy because importing
-    librosa's filters pulls in scipy.signal and numba, seconds of start-up in every worker process.
+    ``librosa.filters.mel`` with its defaults (Slaney mel scale, ``norm="slaney"``). librosa is imported
+    here rather than at module level because its import costs seconds that ``import voiceconv`` should
+    not pay.
     """
-    fmax = config.sample_rate / 2 if config.fmax is None else config.fmax
-    bin_hz = np.linspace(0, config.sample_rate / 2, config.n_fft // 2 + 1)  # (F,) centre of each FFT bin
-    # n_mels + 2 edges: filter k rises from edge k to its peak at k + 1 and falls to zero at k + 2.
-    edges = _mel_to_hz(np.linspace(_hz_to_mel(config.fmin), _hz_to_mel(fmax), config.n_mels + 2))
-    widths = np.diff(edges)  # (n_mels + 1,)
-    offsets = edges[:, None] - bin_hz[None, :]  # (n_mels + 2, F)
-    rising = -offsets[:-2] / widths[:-1, None]
-    falling = offsets[2:] / widths[1:, None]
-    weights = np.maximum(0.0, np.minimum(rising, falling))  # (n_mels, F)
-    weights *= (2.0 / (edges[2:] - edges[:-2]))[:, None]  # unit area per filter
-    return weights.astype(dtype)
+    import librosa
+
+    basis = librosa.filters.mel(
+        sr=config.sample_rate, n_fft=config.n_fft, n_mels=config.n_mels, fmin=config.fmin, fmax=config.fmax,
+        dtype=np.float64,
+    )
+    return basis.astype(dtype)
 
 
 class MelSpectrogram(nn.Module):
