@@ -113,7 +113,12 @@ def write_pairs_csv(path: Path, rows: list[dict]) -> None:
 
 
 def _pyplot():
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        from voiceconv.evaluation.judges import JudgeMissingError
+
+        raise JudgeMissingError("the report's plots need matplotlib: pip install matplotlib") from None
 
     matplotlib.use("Agg")  # files only: works on headless servers and in tests
     import matplotlib.pyplot as plt
@@ -267,7 +272,9 @@ def write_markdown(path: Path, summary: dict, rows: list[dict], verification, pl
         f"- Verification threshold: cosine >= {_format(check['threshold'], 4)}, the equal-error-rate point of "
         f"{check['genuine_trials']} genuine and {check['impostor_trials']} impostor trials built from the target "
         f"references (EER {_percent(check['eer'])}; mean genuine score {_format(check['genuine_mean'])}, "
-        f"mean impostor score {_format(check['impostor_mean'])}). {check['note']}".rstrip(),
+        f"mean impostor score {_format(check['impostor_mean'])}). Genuine trials score one reference clip against "
+        "the speaker's other clips; clips cut from one recording score higher than clips from different days, "
+        f"which makes the threshold strict. {check['note']}".rstrip(),
         f"- Content: {judges['asr']}; WER after lower-casing and removing punctuation.",
         f"- Spectral distortion: {judges['mel_cepstrum']}.",
         f"- Pitch: {judges['world']}; gap = 12 x (mean voiced log2 F0 of the clip - that of the target refs).",
