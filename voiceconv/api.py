@@ -264,7 +264,7 @@ class VoiceConverter:
         src = SourceAudio(source, self.sample_rate, source_rate, min_seconds=MIN_SOURCE_SECONDS)
         return src, speaker, self._semitones(src, speaker, pitch)
 
-    def iter_convert(self, source, speaker, pitch="auto", source_rate: int | None = None,
+    def iter_convert(self, source, speaker, pitch=None, source_rate: int | None = None,
                      plan: ChunkPlan | None = None) -> Iterator[np.ndarray]:
         """Convert window by window, yielding float32 blocks at :attr:`sample_rate` as they are final.
 
@@ -284,7 +284,7 @@ class VoiceConverter:
         if out.size:
             yield out
 
-    def convert(self, source, speaker, pitch="auto", source_rate: int | None = None) -> torch.Tensor:
+    def convert(self, source, speaker, pitch=None, source_rate: int | None = None) -> torch.Tensor:
         """Re-voice ``source`` as ``speaker``; returns ``(T,)`` float32 CPU tensor at :attr:`sample_rate`.
 
         ``pitch``: ``"auto"`` (move the source's mean log-F0 to the speaker's), a number of
@@ -301,7 +301,7 @@ class VoiceConverter:
             filled += block.size
         return torch.from_numpy(out[:filled])
 
-    def convert_to_file(self, source, speaker, path: str | os.PathLike, pitch="auto", overwrite: bool = False,
+    def convert_to_file(self, source, speaker, path: str | os.PathLike, pitch=None, overwrite: bool = False,
                         source_rate: int | None = None) -> Path:
         """Convert straight to an audio file, block by block: memory stays bounded for any length.
 

@@ -347,7 +347,7 @@ def status_paths(out_dir: Path, status: str | os.PathLike | None, shard: tuple[i
 
 
 def run_batch(pairs: str | os.PathLike, out_dir: str | os.PathLike, *, model=None, vocoder=None, device=None,
-              pitch="auto", jobs: int = 1, shard: tuple[int, int] = (0, 1), status: str | os.PathLike | None = None,
+              pitch=None, jobs: int = 1, shard: tuple[int, int] = (0, 1), status: str | os.PathLike | None = None,
               overwrite: bool = False, converter=None, progress: bool = True,
               report: Callable[[str], None] | None = None) -> Summary:
     """Convert this shard's rows of ``pairs`` into ``out_dir``; see the module docstring.

@@ -399,7 +399,7 @@ class DemoBackend:
         self,
         source_path: str | None,
         target: GalleryVoice | dict,
-        pitch: str | float | None = "auto",
+        pitch: str | float | None = None,
         model: str | None = None,
         vocoder: str | None = None,
         progress: Callable[[float, str], None] | None = None,
@@ -641,7 +641,7 @@ def build_app(backend: DemoBackend):
                         reference_status = gr.Markdown("No custom voice set.", elem_id="reference_status")
         with gr.Row():
             pitch_mode = gr.Radio([("Auto (move to the target's range)", "auto"), ("Shift by semitones", "semitones"),
-                                   ("Off (keep the source pitch)", "off")], value="auto", label="Pitch",
+                                   ("Off (keep the source pitch)", "off")], value="off", label="Pitch",
                                   elem_id="pitch_mode")
             semitones = gr.Slider(-12, 12, value=0, step=1, label="Semitones (when shifting)", elem_id="semitones")
             vocoder = gr.Radio([(vocoder_labels[v], v) for v in backend.vocoder_names],

@@ -14,7 +14,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("pairs", help="CSV with columns source,target[,output]; target = reference clips separated "
                         "by ';' or '|', or a .spk file; relative paths are relative to the CSV")
     parser.add_argument("--out-dir", required=True, help="directory for the outputs and the status files")
-    parser.add_argument("--pitch", default="auto", help="'auto', 'off' or semitones (default: auto)")
+    parser.add_argument("--pitch", default="off",
+                        help="'auto', 'off' or semitones (default: off; see README, Measured results)")
     from voiceconv.commands.convert import add_model_arguments
 
     add_model_arguments(parser)

@@ -28,8 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "clips are averaged (3 clips of 3-10 s work well)")
     target.add_argument("--speaker", metavar="SPK", help="a .spk file from 'voiceconv embed' instead of --target")
     parser.add_argument("-o", "--output", required=True, help="output file (one source) or directory")
-    parser.add_argument("--pitch", default="auto", help="'auto' (move the source's pitch range to the target's), "
-                        "'off', or a shift in semitones such as -3 or +4.5 (default: auto)")
+    parser.add_argument("--pitch", default="off", help="'auto' (move the source's pitch range to the target's), "
+                        "'off', or a shift in semitones such as -3 or +4.5 "
+                        "(default: off, chosen from measurements: see README)")
     add_model_arguments(parser)
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
 

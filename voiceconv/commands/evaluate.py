@@ -17,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vocoder", help="vocoder directory (default: the model's default vocoder)")
     parser.add_argument("--device", help="torch device for conversion (default: CUDA if available, else CPU); "
                         "the judges always run on the CPU")
-    parser.add_argument("--pitch", default="auto", help="pitch option of the conversion, as for 'voiceconv "
+    parser.add_argument("--pitch", default="off", help="pitch option of the conversion, as for 'voiceconv "
                         "convert': auto (move the source's pitch range to the target's), off, or semitones")
     parser.add_argument("--probe", metavar="JSON", help="results of 'voiceconv probe ... --out JSON' to include")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")

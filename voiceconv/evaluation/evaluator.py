@@ -291,7 +291,7 @@ def convert_pairs(
     model: str | None = None,
     vocoder: str | None = None,
     device: str | None = None,
-    pitch: str | float | None = "auto",
+    pitch: str | float | None = None,
     progress: bool = True,
 ) -> tuple[dict[int, Path], dict[int, float], dict]:
     """Convert every pair with :class:`voiceconv.api.VoiceConverter`.
@@ -447,7 +447,7 @@ def evaluate(
     model: str | None = None,
     vocoder: str | None = None,
     device: str | None = None,
-    pitch: str | float | None = "auto",
+    pitch: str | float | None = None,
     probe: str | Path | None = None,
     progress: bool = True,
 ) -> dict:
