@@ -42,6 +42,20 @@ def _describe(source) -> str:
     return "<array input>"
 
 
+def check_audio_path(path: Path) -> str:
+    """Refuse a missing, directory, unreadable or empty path with a one-line error; return its name."""
+    name = str(path)
+    if not path.exists():
+        raise AudioError(f"{name}: file not found; check the path")
+    if path.is_dir():
+        raise AudioError(f"{name}: is a directory, not an audio file; pass a WAV, FLAC, OGG or MP3 file")
+    if not os.access(path, os.R_OK):
+        raise AudioError(f"{name}: permission denied; make the file readable")
+    if path.stat().st_size == 0:
+        raise AudioError(f"{name}: file is empty (0 bytes); re-export or re-download it")
+    return name
+
+
 def _check_rate(rate, what: str, fix: str) -> int:
     """Validate a sample rate; ``what`` prefixes the message and ``fix`` says what to do."""
     if isinstance(rate, bool) or not (
@@ -109,15 +123,7 @@ def _read_file(path: Path) -> tuple[np.ndarray, int]:
     audio, instead of ``channels`` float32 copies as ``soundfile.read`` would need for a long
     6-channel file.
     """
-    name = str(path)
-    if not path.exists():
-        raise AudioError(f"{name}: file not found; check the path")
-    if path.is_dir():
-        raise AudioError(f"{name}: is a directory, not an audio file; pass a WAV, FLAC, OGG or MP3 file")
-    if not os.access(path, os.R_OK):
-        raise AudioError(f"{name}: permission denied; make the file readable")
-    if path.stat().st_size == 0:
-        raise AudioError(f"{name}: file is empty (0 bytes); re-export or re-download it")
+    name = check_audio_path(path)
     try:
         handle = sf.SoundFile(str(path))
     except (sf.SoundFileError, RuntimeError, TypeError, ValueError) as error:

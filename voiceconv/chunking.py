@@ -642,17 +642,9 @@ class SourceAudio:
 
 def _probe(path: Path) -> tuple[int, int]:
     """(rate, declared frames) of an audio file, with the same one-line errors as ``load_audio``."""
-    from voiceconv.audio import _check_rate, _libsndfile_reason
+    from voiceconv.audio import _check_rate, _libsndfile_reason, check_audio_path
 
-    name = str(path)
-    if not path.exists():
-        raise AudioError(f"{name}: file not found; check the path")
-    if path.is_dir():
-        raise AudioError(f"{name}: is a directory, not an audio file; pass a WAV, FLAC, OGG or MP3 file")
-    if not os.access(path, os.R_OK):
-        raise AudioError(f"{name}: permission denied; make the file readable")
-    if path.stat().st_size == 0:
-        raise AudioError(f"{name}: file is empty (0 bytes); re-export or re-download it")
+    name = check_audio_path(path)
     try:
         with sf.SoundFile(str(path)) as handle:
             rate = _check_rate(handle.samplerate, name, "the header is corrupt or the format is unusual; re-export "
