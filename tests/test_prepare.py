@@ -153,14 +153,19 @@ def test_killed_prepare_resumes_without_redoing_finished_shards(tmp_path):
     process = subprocess.Popen(command, env=env, start_new_session=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
-    while not list((killed / "shards").glob("shard_*.npz")):
+    def finished_shards():
+        # A shard being written is "shard_..._KEY.npz.tmp.npz", which the pattern also matches: exclude it,
+        # or the kill can land before any shard is complete (seen as a flaky failure on an idle machine).
+        return [p for p in (killed / "shards").glob("shard_*.npz") if not p.name.endswith(".tmp.npz")]
+
+    while not finished_shards():
         assert process.poll() is None, process.stderr.read().decode()
         assert time.monotonic() < deadline, "prepare never wrote a shard"
         time.sleep(0.005)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     assert process.returncode == -signal.SIGKILL
-    finished = len(list((killed / "shards").glob("shard_*.npz")))
+    finished = len(finished_shards())
     assert 0 < finished < n_shards, f"the kill came too late to test resumption ({finished} shards done)"
     assert not (killed / "meta.json").exists()  # an interrupted cache does not look complete
     (killed / "shards" / "shard_00023_0123456789abcdef.npz.tmp.npz").write_bytes(b"half a shard")
