@@ -11,10 +11,11 @@ import torch
 from test_train import experiment, make_corpus  # the synthetic multi-speaker corpus and debug config
 
 from voiceconv import cli
+from voiceconv.checkpoint import resolve_model_dir
 from voiceconv.data import PreparedCorpus
 from voiceconv.errors import CheckpointError
 from voiceconv.models.vc_model import VCModel
-from voiceconv.probe import ProbeConfig, format_table, make_chunks, resolve_model_dir, run_probe
+from voiceconv.probe import ProbeConfig, format_table, make_chunks, run_probe
 from voiceconv.train import train
 
 

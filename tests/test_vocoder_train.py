@@ -10,6 +10,7 @@ import torch
 from helpers import write_corpus
 
 import voiceconv
+from voiceconv.checkpoint import resolve_model_dir
 from voiceconv.config import apply_overrides, from_dict, load_yaml
 from voiceconv.data import PreparedCorpus, SegmentBatcher, prepare
 from voiceconv.errors import ConfigError
@@ -17,7 +18,6 @@ from voiceconv.train_vocoder import (
     VocoderExperiment,
     build_state,
     learning_rate,
-    resolve_vc_dir,
     train,
     train_step,
 )
@@ -210,7 +210,7 @@ def test_finetune_from_a_saved_vc_model(prepared, tmp_path):
     vc_experiment = load_experiment(Path(voiceconv.__file__).parent / "conf" / "debug.yaml")
     model = vc_model.VCModel(vc_experiment.model)
     model.save_pretrained(tmp_path / "vc_run" / "last")
-    assert resolve_vc_dir(tmp_path / "vc_run") == tmp_path / "vc_run" / "last"
+    assert resolve_model_dir(tmp_path / "vc_run") == tmp_path / "vc_run" / "last"
 
     from voiceconv.cli import main
 

@@ -109,6 +109,18 @@ def read_config(directory: str | Path, kind: str | None = None) -> dict:
     return meta
 
 
+def resolve_model_dir(path: str | Path) -> Path:
+    """A model directory, given either the directory itself or a training run (its ``best/``, else ``last/``)."""
+    path = Path(path)
+    if (path / CONFIG_NAME).is_file():
+        return path
+    for name in ("best", "last"):
+        if (path / name / CONFIG_NAME).is_file():
+            return path / name
+    raise CheckpointError(f"{path}: neither a model directory ({CONFIG_NAME}) nor a training run with best/ or "
+                          "last/; pass a released model or the directory a 'voiceconv train' run wrote")
+
+
 def load_pretrained(directory: str | Path, kind: str | None = None, verify: bool = True) -> tuple[dict, dict]:
     """Return ``(meta, state_dict)`` after checking version, kind and the weights' sha256."""
     directory = Path(directory)

@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from voiceconv.data import PreparedCorpus
-from voiceconv.errors import CheckpointError, VoiceconvError
+from voiceconv.errors import VoiceconvError
 
 logger = logging.getLogger(__name__)
 
@@ -48,17 +47,6 @@ class ProbeConfig:
     def __post_init__(self) -> None:
         if self.chunk_seconds <= 0 or not 0.0 < self.train_fraction < 1.0:
             raise VoiceconvError("chunk_seconds must be > 0 and train_fraction in (0, 1)")
-
-
-def resolve_model_dir(path: str | Path) -> Path:
-    """A model directory, or a run directory's ``best/`` (else ``last/``)."""
-    path = Path(path)
-    if (path / "config.json").is_file():
-        return path
-    for name in ("best", "last"):
-        if (path / name / "config.json").is_file():
-            return path / name
-    raise CheckpointError(f"{path}: neither a model directory (config.json) nor a training run (best/ or last/)")
 
 
 @dataclass

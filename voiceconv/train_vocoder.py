@@ -49,13 +49,14 @@ from voiceconv.checkpoint import (
     atomic_write_text,
     load_pretrained,
     load_train_state,
+    resolve_model_dir,
     rng_state,
     save_train_state,
     set_rng_state,
 )
 from voiceconv.config import from_dict, to_dict
 from voiceconv.data import PreparedCorpus, SegmentBatcher
-from voiceconv.errors import CheckpointError, ConfigError
+from voiceconv.errors import ConfigError
 from voiceconv.training_utils import (
     Distributed,
     NanGuard,
@@ -282,23 +283,11 @@ def train_step(state: State, batch: dict[str, torch.Tensor]) -> dict[str, float]
 # ------------------------------------------------------------------------------------------ set-up
 
 
-def resolve_vc_dir(path: str | Path) -> Path:
-    """A VC model directory, given either the model directory or a training run (``best/`` then ``last/``)."""
-    path = Path(path)
-    if (path / "config.json").is_file():
-        return path
-    for name in ("best", "last"):
-        if (path / name / "config.json").is_file():
-            return path / name
-    raise CheckpointError(f"{path}: neither a VC model directory (no config.json) nor a VC run with best/ or "
-                          "last/; pass the directory written by 'voiceconv train' or a released model")
-
-
 def vc_mel_transform(path: str | Path, mel_config, device: torch.device) -> MelTransform:
     """``mel -> model.convert(mel, model.embed(mel))`` for the VC model at ``path`` (frozen, eval mode)."""
     from voiceconv.models.vc_model import VCModel
 
-    model_dir = resolve_vc_dir(path)
+    model_dir = resolve_model_dir(path)
     model = VCModel.from_pretrained(model_dir, device=device)
     model.mel_config.check_compatible(mel_config, "VC model", "vocoder")
     model.eval()

@@ -38,10 +38,10 @@ def _speakers(args, corpus) -> list[str] | None:
 def run(args) -> int:
     import json
 
-    from voiceconv.checkpoint import atomic_write_text
+    from voiceconv.checkpoint import atomic_write_text, resolve_model_dir
     from voiceconv.data import PreparedCorpus
     from voiceconv.models.vc_model import VCModel
-    from voiceconv.probe import ProbeConfig, format_table, resolve_model_dir, run_probe
+    from voiceconv.probe import ProbeConfig, format_table, run_probe
 
     model_dir = resolve_model_dir(args.model)
     model = VCModel.from_pretrained(model_dir, device=args.device)
