@@ -31,7 +31,6 @@ released-format model directory that ``VCModel.from_pretrained`` and ``voiceconv
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import time
@@ -42,9 +41,10 @@ import numpy as np
 import torch
 import yaml
 
+from voiceconv import training_utils
 from voiceconv.augment import AugmentConfig, augment_batch, n_virtual_speakers
 from voiceconv.checkpoint import atomic_write_text, load_train_state, rng_state, save_train_state, set_rng_state
-from voiceconv.config import from_dict, to_dict
+from voiceconv.config import to_dict
 from voiceconv.data import PreparedCorpus, SegmentBatcher
 from voiceconv.errors import ConfigError
 from voiceconv.models.vc_model import VCConfig, VCModel
@@ -56,6 +56,8 @@ from voiceconv.training_utils import (
     TrainingError,
     any_rank,
     barrier,
+    bf16_autocast,
+    check_resume_config,
     cleanup_distributed,
     gather_objects,
     linear_ramp,
@@ -141,12 +143,6 @@ def loss_weights(config: TrainConfig, keys, step: int) -> dict[str, float]:
     return {k: config.lambdas.get(k, 1.0) * linear_ramp(step, config.warmup.get(k, 0)) for k in keys}
 
 
-def _autocast(state: State):
-    if state.config.bf16 and state.device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def _augment(batch: dict[str, torch.Tensor], state: State) -> dict[str, torch.Tensor]:
     """Gain / VTLP augmentation (``train.augment``); the draws depend only on (seed, step, rank)."""
     config = state.config.augment
@@ -169,7 +165,7 @@ def train_step(state: State, batch: dict[str, torch.Tensor]) -> dict[str, float]
     model, config = state.model, state.config
     model.train()
     batch = _augment({k: v.to(state.device, non_blocking=True) for k, v in batch.items()}, state)
-    with _autocast(state):
+    with bf16_autocast(state.config.bf16, state.device):
         out = model(batch["mel"], speaker_ids=batch["speaker"], mask=batch["mask"], step=state.step)
     loss_keys = sorted(k for k in out if k.startswith("loss/"))
     if not loss_keys:
@@ -338,19 +334,6 @@ def _restore(state: State, run: RunDirectory) -> None:
     logger.info("resumed from %s at step %d", run.train_state, state.step)
 
 
-def _check_resume_config(run: RunDirectory, experiment: ExperimentConfig) -> None:
-    saved = yaml.safe_load(run.config.read_text()) if run.config.is_file() else None
-    if saved is None:
-        return
-    if saved.get("model") != to_dict(experiment.model):
-        raise ConfigError(f"{run.config}: the model section differs from the run being resumed, so the saved "
-                          "weights do not fit; resume without --config (the run's own config.yaml is used) or "
-                          "start a new run with another --out")
-    changed = {k for k, v in to_dict(experiment.train).items() if saved.get("train", {}).get(k) != v}
-    if changed:
-        logger.info("resuming with changed train settings: %s", ", ".join(sorted(changed)))
-
-
 # ------------------------------------------------------------------------------------------- loop
 
 
@@ -382,7 +365,7 @@ def _train(experiment: ExperimentConfig, data_dir, run: RunDirectory, resume: bo
     config = experiment.train
     run.check_start(resume)
     if resume:
-        _check_resume_config(run, experiment)
+        check_resume_config(run, experiment)
     if config.batch_size % ctx.world_size:
         raise ConfigError(f"train.batch_size={config.batch_size} is not divisible by the {ctx.world_size} "
                           "processes; choose a multiple")
@@ -495,15 +478,5 @@ def _validate_and_log(model: VCModel, val: ValidationSet, state: State, log: Run
 def experiment_from_args(config_path: str | None, overrides: list[str], run_dir: str | Path,
                          resume: bool) -> ExperimentConfig:
     """The CLI's config: ``--config`` plus overrides, or on ``--resume`` the run's own ``config.yaml``."""
-    from voiceconv.config import apply_overrides, load_yaml
-
-    run = RunDirectory(run_dir)
-    if config_path is None:
-        if not resume:
-            raise ConfigError("--config is required for a new run (e.g. --config voiceconv/conf/adain_vc.yaml)")
-        if not run.config.is_file():
-            raise TrainingError(f"{run.root}: no config.yaml to resume from; pass --config")
-        data = yaml.safe_load(run.config.read_text())
-    else:
-        data = load_yaml(config_path)
-    return from_dict(ExperimentConfig, apply_overrides(data, overrides))
+    return training_utils.experiment_from_args(ExperimentConfig, config_path, overrides, run_dir, resume,
+                                               "voiceconv/conf/adain_vc.yaml")

@@ -45,6 +45,7 @@ import numpy as np
 import torch
 import yaml
 
+from voiceconv import training_utils
 from voiceconv.checkpoint import (
     atomic_write_text,
     load_pretrained,
@@ -54,7 +55,7 @@ from voiceconv.checkpoint import (
     save_train_state,
     set_rng_state,
 )
-from voiceconv.config import from_dict, to_dict
+from voiceconv.config import to_dict
 from voiceconv.data import PreparedCorpus, SegmentBatcher
 from voiceconv.errors import ConfigError
 from voiceconv.training_utils import (
@@ -62,9 +63,10 @@ from voiceconv.training_utils import (
     NanGuard,
     RunDirectory,
     RunLogger,
-    TrainingError,
     any_rank,
     barrier,
+    bf16_autocast,
+    check_resume_config,
     cleanup_distributed,
     gather_objects,
     seed_everything,
@@ -177,12 +179,6 @@ def learning_rate(base: float, step: int, config: VocoderTrainConfig) -> float:
     return base * (config.final_lr_ratio + (1 - config.final_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def _autocast(state: State):
-    if state.config.bf16 and state.device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def _clip(parameters, max_norm: float) -> torch.Tensor:
     params = [p for p in parameters if p.grad is not None]
     if not params:
@@ -228,14 +224,14 @@ def train_step(state: State, batch: dict[str, torch.Tensor]) -> dict[str, float]
         group["lr"] = lr_d
     adversarial = state.step >= config.adversarial_start_step
 
-    with _autocast(state):
+    with bf16_autocast(state.config.bf16, state.device):
         generated = generator(mel)
     generated = generated.float()  # (B, S * hop); losses in float32
 
     values: dict[str, float] = {}
     disc_finite = True
     if adversarial:
-        with _autocast(state):
+        with bf16_autocast(state.config.bf16, state.device):
             # Real and generated audio in one batch: one pass through each sub-discriminator.
             outputs = discriminators(torch.cat([audio, generated.detach()]))
         real = [(logits.chunk(2)[0], [f.chunk(2)[0] for f in maps]) for logits, maps in outputs]
@@ -251,9 +247,9 @@ def train_step(state: State, batch: dict[str, torch.Tensor]) -> dict[str, float]
     out = {"loss/mel": state.mel_loss(generated, audio), "loss/stft": state.stft_loss(generated, audio)}
     if adversarial:
         with _frozen(discriminators):
-            with torch.no_grad(), _autocast(state):
+            with torch.no_grad(), bf16_autocast(state.config.bf16, state.device):
                 real = discriminators(audio)  # feature-matching targets, after the discriminator update
-            with _autocast(state):
+            with bf16_autocast(state.config.bf16, state.device):
                 fake = discriminators(generated)
         out["loss/fm"] = feature_matching_loss(real, fake).float()
         out["loss/adv"] = generator_adversarial_loss([(logits.float(), maps) for logits, maps in fake])
@@ -404,25 +400,6 @@ def _restore(state: State, run: RunDirectory) -> None:
     logger.info("resumed from %s at step %d", run.train_state, state.step)
 
 
-def _check_resume_config(run: RunDirectory, experiment: VocoderExperiment) -> None:
-    saved = yaml.safe_load(run.config.read_text()) if run.config.is_file() else None
-    if saved is None:
-        return
-    # Normalised through the dataclass, so that a run saved before a model option existed (its
-    # default then fills in) still resumes.
-    try:
-        saved_model = to_dict(from_dict(VocoderConfig, saved.get("model") or {}))
-    except ConfigError:
-        saved_model = saved.get("model")
-    if saved_model != to_dict(experiment.model):
-        raise ConfigError(f"{run.config}: the model section differs from the run being resumed, so the saved "
-                          "weights do not fit; resume without --config (the run's own config.yaml is used) or "
-                          "start a new run with another --out")
-    changed = {k for k, v in to_dict(experiment.train).items() if saved.get("train", {}).get(k) != v}
-    if changed:
-        logger.info("resuming with changed train settings: %s", ", ".join(sorted(changed)))
-
-
 def build_state(experiment: VocoderExperiment, ctx: Distributed,
                 mel_transform: MelTransform | None = None) -> State:
     """Networks, optimizers and losses with identical initial weights on every rank."""
@@ -484,7 +461,7 @@ def _train(experiment: VocoderExperiment, data_dir, run: RunDirectory, resume: b
     config = experiment.train
     run.check_start(resume)
     if resume:
-        _check_resume_config(run, experiment)
+        check_resume_config(run, experiment)
     if config.batch_size % ctx.world_size:
         raise ConfigError(f"train.batch_size={config.batch_size} is not divisible by the {ctx.world_size} "
                           "processes; choose a multiple")
@@ -571,15 +548,5 @@ def _validate_and_log(vocoder: Vocoder, val: ValidationSet, state: State, log: R
 def experiment_from_args(config_path: str | None, overrides: list[str], run_dir: str | Path,
                          resume: bool) -> VocoderExperiment:
     """The CLI's config: ``--config`` plus overrides, or on ``--resume`` the run's own ``config.yaml``."""
-    from voiceconv.config import apply_overrides, load_yaml
-
-    run = RunDirectory(run_dir)
-    if config_path is None:
-        if not resume:
-            raise ConfigError("--config is required for a new run (e.g. --config voiceconv/conf/vocoder_istft.yaml)")
-        if not run.config.is_file():
-            raise TrainingError(f"{run.root}: no config.yaml to resume from; pass --config")
-        data = yaml.safe_load(run.config.read_text())
-    else:
-        data = load_yaml(config_path)
-    return from_dict(VocoderExperiment, apply_overrides(data, overrides))
+    return training_utils.experiment_from_args(VocoderExperiment, config_path, overrides, run_dir, resume,
+                                               "voiceconv/conf/vocoder_istft.yaml")

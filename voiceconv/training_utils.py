@@ -332,3 +332,64 @@ def read_metrics(path: str | Path) -> list[dict]:
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+# ------------------------------------------------------------------------------ shared run set-up
+
+
+def bf16_autocast(enabled: bool, device: torch.device):
+    """bf16 autocast on CUDA when enabled; a no-op context on the CPU (where it does not pay)."""
+    import contextlib
+
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def experiment_from_args(experiment_class, config_path: str | None, overrides: list[str], run_dir: str | Path,
+                         resume: bool, example_config: str):
+    """The CLI's config: ``--config`` plus overrides, or on ``--resume`` the run's own ``config.yaml``.
+
+    ``experiment_class`` is the dataclass with ``model`` and ``train`` sections; ``example_config``
+    names a packaged config for the error message.
+    """
+    import yaml
+
+    from voiceconv.config import apply_overrides, from_dict, load_yaml
+    from voiceconv.errors import ConfigError
+
+    run = RunDirectory(run_dir)
+    if config_path is None:
+        if not resume:
+            raise ConfigError(f"--config is required for a new run (e.g. --config {example_config})")
+        if not run.config.is_file():
+            raise TrainingError(f"{run.root}: no config.yaml to resume from; pass --config")
+        data = yaml.safe_load(run.config.read_text())
+    else:
+        data = load_yaml(config_path)
+    return from_dict(experiment_class, apply_overrides(data, overrides))
+
+
+def check_resume_config(run: RunDirectory, experiment) -> None:
+    """Refuse to resume with a different model section; log which train settings changed."""
+    import yaml
+
+    from voiceconv.config import from_dict, to_dict
+    from voiceconv.errors import ConfigError
+
+    saved = yaml.safe_load(run.config.read_text()) if run.config.is_file() else None
+    if saved is None:
+        return
+    # Normalised through the dataclass, so that a run saved before a model option existed (its
+    # default then fills in) still resumes.
+    try:
+        saved_model = to_dict(from_dict(type(experiment.model), saved.get("model") or {}))
+    except ConfigError:
+        saved_model = saved.get("model")
+    if saved_model != to_dict(experiment.model):
+        raise ConfigError(f"{run.config}: the model section differs from the run being resumed, so the saved "
+                          "weights do not fit; resume without --config (the run's own config.yaml is used) or "
+                          "start a new run with another --out")
+    changed = {k for k, v in to_dict(experiment.train).items() if saved.get("train", {}).get(k) != v}
+    if changed:
+        logger.info("resuming with changed train settings: %s", ", ".join(sorted(changed)))
