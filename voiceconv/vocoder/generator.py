@@ -15,7 +15,12 @@ import torch
 from torch import nn
 
 from voiceconv.features import MelConfig, mel_basis
-from voiceconv.vocoder.spectral import istft
+from voiceconv.vocoder.spectral import griffin_lim_phase, istft
+
+CONSISTENCY_MOMENTUM = 0.99  # fast Griffin-Lim alpha of the phase refinement (as GriffinLimConfig.momentum)
+# Modulus floor of the refinement's phase normalisation: STFT bins of speech at this level are
+# silence (about -9 in log-mel units), and the floor bounds the 1 / |z| gradient there.
+CONSISTENCY_FLOOR = 1e-4
 
 
 @dataclass
@@ -33,10 +38,19 @@ class ISTFTGeneratorConfig:
     # The shipped configs turn it on; False (plain Vocos head) is the default so that checkpoints
     # saved before the option existed keep their meaning.
     magnitude_prior: bool = False
+    # Ours, not Vocos: this many fast Griffin-Lim iterations (momentum 0.99) refine the predicted phase
+    # inside the generator, in training as at inference, so the network learns the magnitude of a
+    # consistent spectrum and a phase that is a good starting point, instead of compensating for
+    # overlap-add cancellation with inflated magnitudes (which short reconstruction-only CPU runs
+    # do, and which is heard as a hop-rate buzz). Each iteration costs one STFT and one inverse STFT
+    # and widens the receptive field by n_fft / hop frames each way. 0 = the plain Vocos head.
+    consistency_iters: int = 0
 
     def __post_init__(self) -> None:
         if self.kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd so frames stay aligned, got {self.kernel_size}")
+        if self.consistency_iters < 0:
+            raise ValueError(f"consistency_iters must be >= 0, got {self.consistency_iters}")
 
 
 class ConvNeXtBlock(nn.Module):
@@ -99,7 +113,7 @@ class ISTFTGenerator(nn.Module):
     def receptive_field_frames(self) -> int:
         """Frames of context on each side that can influence an output frame (plus the iSTFT overlap)."""
         half = self.config.kernel_size // 2
-        return half * (self.config.n_blocks + 1) + self.n_fft // self.hop_length
+        return half * (self.config.n_blocks + 1) + (self.config.consistency_iters + 1) * (self.n_fft // self.hop_length)
 
     def spectrum(self, mel: torch.Tensor) -> torch.Tensor:
         """Complex STFT ``(B, n_fft // 2 + 1, T)`` predicted from log-mel ``(B, n_mels, T)``."""
@@ -117,7 +131,11 @@ class ISTFTGenerator(nn.Module):
         magnitude = torch.exp(log_magnitude).clamp(max=self.config.max_magnitude)
         # Predicting an unbounded angle and taking cos/sin keeps the phase on the unit circle
         # with no wrap-around discontinuity in the loss (Vocos).
-        return torch.polar(magnitude, phase)
+        angles = torch.polar(torch.ones_like(magnitude), phase)
+        if self.config.consistency_iters:
+            angles = griffin_lim_phase(magnitude, angles, self.config.consistency_iters, CONSISTENCY_MOMENTUM,
+                                       self.n_fft, self.hop_length, self.window, floor=CONSISTENCY_FLOOR)
+        return magnitude * angles
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
         """``mel (B, n_mels, T)`` -> ``audio (B, T * hop)``."""

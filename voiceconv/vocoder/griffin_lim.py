@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from voiceconv.features import MelConfig, mel_basis
-from voiceconv.vocoder.spectral import istft, stft
+from voiceconv.vocoder.spectral import griffin_lim_phase, istft
 
 
 @dataclass
@@ -54,12 +54,5 @@ class GriffinLim(nn.Module):
         generator = torch.Generator().manual_seed(c.seed if seed is None else seed)
         phase = torch.rand(magnitude.shape, generator=generator) * (2 * math.pi)
         angles = torch.polar(torch.ones_like(magnitude), phase.to(magnitude.device))
-        previous = torch.zeros_like(angles)
-        for _ in range(c.n_iter):
-            audio = istft(magnitude * angles, m.n_fft, m.hop_length, self.window)
-            rebuilt = stft(audio, m.n_fft, m.hop_length, self.window)
-            # Momentum extrapolates along the last update: angles = rebuilt - a/(1+a) * previous.
-            angles = rebuilt - previous * (c.momentum / (1 + c.momentum))
-            angles = angles / (angles.abs() + 1e-16)
-            previous = rebuilt
+        angles = griffin_lim_phase(magnitude, angles, c.n_iter, c.momentum, m.n_fft, m.hop_length, self.window)
         return istft(magnitude * angles, m.n_fft, m.hop_length, self.window)

@@ -57,3 +57,26 @@ def istft(spec: torch.Tensor, n_fft: int, hop_length: int, window: torch.Tensor)
     envelope = envelope[0, 0, pad : pad + n_frames * hop_length]  # (1, 1, length) -> (T * hop,)
     # Only a window with zeros inside the trimmed range (hop == n_fft with Hann) gets near zero here.
     return signal / envelope.clamp(min=1e-11)
+
+
+def griffin_lim_phase(magnitude: torch.Tensor, angles: torch.Tensor, n_iter: int, momentum: float,
+                      n_fft: int, hop_length: int, window: torch.Tensor, floor: float = 1e-16) -> torch.Tensor:
+    """``n_iter`` fast Griffin-Lim iterations (Perraudin et al. 2013) on the mel grid.
+
+    ``magnitude (B, n_bins, T)`` real and ``angles (B, n_bins, T)`` complex (any modulus) ->
+    unit-modulus angles ``(B, n_bins, T)`` whose spectrum ``magnitude * angles`` is closer to the
+    STFT of a real signal. Differentiable, so a generator can be trained through it: each
+    iteration mixes only the ``n_fft / hop`` frames that overlap, which keeps chunked decoding exact.
+    Each modulus is clamped at ``floor`` before dividing by it: the gradient of ``z / |z|`` grows as
+    ``1 / |z|``, so a generator trained through the iterations uses a floor at the level of silence
+    (bins below it keep a modulus under 1, which only matters where the spectrum is silent anyway).
+    """
+    angles = angles / angles.abs().clamp(min=floor)
+    previous = torch.zeros_like(angles)
+    for _ in range(n_iter):
+        rebuilt = stft(istft(magnitude * angles, n_fft, hop_length, window), n_fft, hop_length, window)
+        # Momentum extrapolates along the last update: angles = rebuilt - a/(1+a) * previous.
+        angles = rebuilt - previous * (momentum / (1 + momentum))
+        angles = angles / angles.abs().clamp(min=floor)
+        previous = rebuilt
+    return angles
