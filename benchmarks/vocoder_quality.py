@@ -4,7 +4,9 @@
 
 Each held-out utterance's log-mel (from the prepared cache) is decoded by both vocoders and
 compared with the recording with :func:`voiceconv.vocoder.quality.log_mel_l1` and
-:func:`~voiceconv.vocoder.quality.multi_resolution_stft_distance` (lower is better). The held-out
+:func:`~voiceconv.vocoder.quality.multi_resolution_stft_distance` (lower is better) and, when the
+``pesq`` package is installed, wide-band PESQ (:func:`~voiceconv.vocoder.quality.pesq_wideband`,
+higher is better). The held-out
 utterances are the ones ``voiceconv train-vocoder`` validates on when ``--n-utterances`` and
 ``--seed`` equal the run's ``train.n_val_utterances`` and ``train.seed`` (defaults: 8 and 0).
 """
@@ -21,7 +23,15 @@ import torch
 from voiceconv.data import PreparedCorpus
 from voiceconv.train_vocoder import split_validation
 from voiceconv.vocoder.model import Vocoder
-from voiceconv.vocoder.quality import log_mel_l1, multi_resolution_stft_distance
+from voiceconv.vocoder.quality import log_mel_l1, multi_resolution_stft_distance, pesq_wideband
+
+
+def pesq_available() -> bool:
+    try:
+        import pesq  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def main() -> None:
@@ -46,10 +56,14 @@ def main() -> None:
     print(f"{len(held_out)} held-out utterances from {args.data}; neural: {args.vocoder} "
           f"({neural.config.generator}, {neural.n_parameters() / 1e6:.2f} M parameters); "
           f"baseline: Griffin-Lim, {args.griffin_lim_iters} iterations")
+    with_pesq = pesq_available()
+    if not with_pesq:
+        print("pesq is not installed (pip install -e '.[eval]'): PESQ columns left out")
     rows = {"neural": [], "griffin_lim": []}
     seconds = {"neural": 0.0, "griffin_lim": 0.0}
     audio_seconds = 0.0
-    print(f"{'utterance':<40}{'mel L1 neural':>15}{'mel L1 G-L':>12}{'MR-STFT neural':>16}{'MR-STFT G-L':>13}")
+    print(f"{'utterance':<40}{'mel L1 neural':>15}{'mel L1 G-L':>12}{'MR-STFT neural':>16}{'MR-STFT G-L':>13}"
+          + (f"{'PESQ neural':>13}{'PESQ G-L':>10}" if with_pesq else ""))
     for index in held_out:
         n_frames = min(corpus.utterances[index].n_frames, args.max_frames)
         mel = torch.from_numpy(corpus.mel(index, 0, n_frames))  # (n_mels, T)
@@ -62,17 +76,22 @@ def main() -> None:
             seconds[name] += time.perf_counter() - start
             scores[name] = (log_mel_l1(reference, output, corpus.mel_config),
                             multi_resolution_stft_distance(reference, output))
+            if with_pesq:
+                scores[name] += (pesq_wideband(reference, output, corpus.mel_config.sample_rate),)
             rows[name].append(scores[name])
         print(f"{corpus.utterances[index].utterance_id[:39]:<40}{scores['neural'][0]:>15.4f}"
-              f"{scores['griffin_lim'][0]:>12.4f}{scores['neural'][1]:>16.4f}{scores['griffin_lim'][1]:>13.4f}")
+              f"{scores['griffin_lim'][0]:>12.4f}{scores['neural'][1]:>16.4f}{scores['griffin_lim'][1]:>13.4f}"
+              + (f"{scores['neural'][2]:>13.3f}{scores['griffin_lim'][2]:>10.3f}" if with_pesq else ""))
     means = {name: np.mean(values, axis=0) for name, values in rows.items()}
     print(f"{'mean':<40}{means['neural'][0]:>15.4f}{means['griffin_lim'][0]:>12.4f}"
-          f"{means['neural'][1]:>16.4f}{means['griffin_lim'][1]:>13.4f}")
+          f"{means['neural'][1]:>16.4f}{means['griffin_lim'][1]:>13.4f}"
+          + (f"{means['neural'][2]:>13.3f}{means['griffin_lim'][2]:>10.3f}" if with_pesq else ""))
     print(f"RTF: neural {seconds['neural'] / audio_seconds:.4f}, "
           f"Griffin-Lim {seconds['griffin_lim'] / audio_seconds:.4f}")
     better = means["neural"] < means["griffin_lim"]
     print(f"neural vocoder beats Griffin-Lim on log-mel L1: {'yes' if better[0] else 'NO'}, "
-          f"on multi-resolution STFT distance: {'yes' if better[1] else 'NO'}")
+          f"on multi-resolution STFT distance: {'yes' if better[1] else 'NO'}"
+          + (f", on PESQ: {'yes' if means['neural'][2] > means['griffin_lim'][2] else 'NO'}" if with_pesq else ""))
 
 
 if __name__ == "__main__":

@@ -3,14 +3,16 @@
     python benchmarks/vocoder_speed.py                    # ~3-5 minutes on 2 cores
     python benchmarks/vocoder_speed.py --quick            # 10 s only, 1 repeat, no memory children
 
-Prints, for the default iSTFT generator, HiFi-GAN V1/V2/V3 (random weights: speed does not depend
+Prints, for the iSTFT generator (``istft``: the packaged config, plain Vocos head; ``istft_shipped``:
+the configuration of the shipped default vocoder, whose generator adds 16 Griffin-Lim phase-refinement
+iterations), HiFi-GAN V1/V2/V3 (random weights: speed does not depend
 on them) and 32-iteration Griffin-Lim, on 10 s and 60 s of audio with 1 and 2 threads:
 
 - RTF = compute seconds / audio seconds (median over repeats; lower is faster);
 - speed-up versus HiFi-GAN V1 at the same threads and duration;
 - peak memory of ``decode`` in a fresh process (RSS high-water mark during the decode, and its
   increase over the process with the model and the input loaded), 60 s input, 2 threads;
-- peak memory of decoding a 10-minute mel with the default generator (chunked decoding).
+- peak memory of decoding a 10-minute mel with the shipped default configuration (chunked decoding).
 
 All cases decode the same log-mel, computed from a synthetic harmonic "voice" with the project's
 mel front end.
@@ -36,7 +38,7 @@ from voiceconv.train_vocoder import load_experiment
 from voiceconv.vocoder.hifigan import PRESETS
 from voiceconv.vocoder.model import Vocoder, VocoderConfig
 
-GENERATORS = ["istft", "hifigan_v1", "hifigan_v2", "hifigan_v3", "griffin_lim"]
+GENERATORS = ["istft", "istft_shipped", "hifigan_v1", "hifigan_v2", "hifigan_v3", "griffin_lim"]
 REFERENCE = "hifigan_v1"
 
 
@@ -48,6 +50,10 @@ def build(name: str) -> Vocoder:
     if name == "istft":
         # The shipped default: the model section of voiceconv/conf/vocoder_istft.yaml.
         vocoder = Vocoder(load_experiment(Path(voiceconv.__file__).parent / "conf" / "vocoder_istft.yaml").model)
+    elif name == "istft_shipped":
+        # What Vocoder.from_pretrained() builds: the shipped config.json's model section.
+        shipped = json.loads((Path(voiceconv.__file__).parent / "pretrained" / "vocoder" / "config.json").read_text())
+        vocoder = Vocoder(VocoderConfig.from_dict(shipped["config"]))
     else:
         vocoder = Vocoder(VocoderConfig(generator="hifigan", hifigan=PRESETS[name.split("_")[1]]))
         vocoder.generator.remove_weight_norm()
@@ -188,8 +194,8 @@ def main() -> None:
                     line += f"   {m['peak_mb']:.0f} (+{m['peak_mb'] - m['before_mb']:.0f})"
                 print(line)
     if args.long_minutes > 0:
-        m = measure_memory("istft", args.long_minutes * 60, max(args.threads))
-        print(f"\n{args.long_minutes:g}-minute mel, default istft generator, chunked decode, "
+        m = measure_memory("istft_shipped", args.long_minutes * 60, max(args.threads))
+        print(f"\n{args.long_minutes:g}-minute mel, shipped default vocoder config, chunked decode, "
               f"{max(args.threads)} threads: peak RSS {m['peak_mb']:.0f} MB "
               f"(+{m['peak_mb'] - m['before_mb']:.0f} MB over the loaded process), "
               f"RTF {m['seconds'] / (args.long_minutes * 60):.4f}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -15,7 +16,7 @@ from voiceconv.features import MelConfig, MelMismatchError, MelSpectrogram
 from voiceconv.vocoder.generator import ISTFTGeneratorConfig
 from voiceconv.vocoder.hifigan import HIFIGAN_V1, HIFIGAN_V3, HiFiGANConfig, import_jik876
 from voiceconv.vocoder.model import GRIFFIN_LIM_WARNING, Vocoder, VocoderConfig
-from voiceconv.vocoder.quality import log_mel_l1, multi_resolution_stft_distance
+from voiceconv.vocoder.quality import log_mel_l1, multi_resolution_stft_distance, pesq_wideband
 from voiceconv.vocoder.spectral import istft, stft
 
 MEL = MelConfig()
@@ -167,6 +168,17 @@ def test_quality_metrics_are_zero_for_identical_audio_and_grow_with_noise():
     noisier = audio + 0.1 * torch.randn_like(audio)
     assert 0 < log_mel_l1(audio, noisy) < log_mel_l1(audio, noisier)
     assert 0 < multi_resolution_stft_distance(audio, noisy) < multi_resolution_stft_distance(audio, noisier)
+
+
+def test_pesq_is_near_its_ceiling_for_identical_audio_and_falls_with_noise():
+    pytest.importorskip("pesq")
+    audio, _ = voice_mel(seconds=2.0)
+    noise = torch.from_numpy(np.random.default_rng(0).standard_normal(audio.shape[0]).astype(np.float32))
+    scale = audio.std() / noise.std()
+    clean = pesq_wideband(audio, audio, MEL.sample_rate)
+    slightly = pesq_wideband(audio, audio + 0.03 * scale * noise, MEL.sample_rate)
+    very = pesq_wideband(audio, audio + 0.5 * scale * noise, MEL.sample_rate)
+    assert clean > 4.4 and clean > slightly > very
 
 
 # ---------------------------------------------------------------------------------------- chunking

@@ -7,12 +7,15 @@ Both metrics compare a reference waveform with a vocoder's output for the refere
   quantity as HiFi-GAN's validation "mel error";
 - :func:`multi_resolution_stft_distance`: spectral convergence + log-magnitude L1 averaged over
   three STFT resolutions (Parallel WaveGAN's loss), sensitive to the phase-coherence and
-  high-band errors that the mel smooths over (Griffin-Lim's "phasiness" shows up here).
+  high-band errors that the mel smooths over (Griffin-Lim's "phasiness" shows up here);
+- :func:`pesq_wideband`: wide-band PESQ (ITU-T P.862.2) at 16 kHz, higher is better, when the
+  optional ``pesq`` package is installed (``pip install -e '.[eval]'``).
 """
 
 from __future__ import annotations
 
 import numpy as np
+import soxr
 import torch
 
 from voiceconv.features import MelConfig, MelSpectrogram
@@ -47,3 +50,24 @@ def multi_resolution_stft_distance(ref, out, resolutions=DEFAULT_STFT_RESOLUTION
     """Spectral convergence + log-magnitude L1, averaged over ``resolutions`` ``(n_fft, hop, win)``."""
     ref, out = _aligned(ref, out)
     return float(MultiResolutionSTFTLoss(resolutions)(out, ref))
+
+
+PESQ_SAMPLE_RATE = 16_000  # wide-band PESQ is defined at 16 kHz
+
+
+def pesq_wideband(ref_audio, out_audio, sample_rate: int) -> float:
+    """Wide-band PESQ MOS-LQO (about 1.0 to 4.6, higher is better) of ``out_audio`` against ``ref_audio``.
+
+    Both 1-D signals at ``sample_rate`` are resampled to 16 kHz first. Needs the ``pesq`` package
+    (an offline C implementation of ITU-T P.862.2), part of the ``[eval]`` extra.
+    """
+    try:
+        from pesq import pesq
+    except ImportError as error:
+        raise ImportError("PESQ needs the pesq package: pip install -e '.[eval]' (or pip install pesq)") from error
+    ref, out = _aligned(ref_audio, out_audio)
+    if ref.shape[0] != 1:
+        raise ValueError(f"PESQ compares one pair of signals, got a batch of {ref.shape[0]}")
+    ref16, out16 = (soxr.resample(x[0].numpy().astype(np.float64), sample_rate, PESQ_SAMPLE_RATE, quality="VHQ")
+                    for x in (ref, out))
+    return float(pesq(PESQ_SAMPLE_RATE, ref16, out16, "wb"))
