@@ -12,12 +12,12 @@ import torch.nn.functional as F
 from helpers import synthetic_voice
 
 from voiceconv.errors import CheckpointError, VoiceconvError
-from voiceconv.features import MelConfig, MelMismatchError, MelSpectrogram
+from voiceconv.features import MelConfig, MelMismatchError, MelSpectrogram, mel_basis
 from voiceconv.vocoder.generator import ISTFTGeneratorConfig
 from voiceconv.vocoder.hifigan import HIFIGAN_V1, HIFIGAN_V3, HiFiGANConfig, import_jik876
 from voiceconv.vocoder.model import GRIFFIN_LIM_WARNING, Vocoder, VocoderConfig
 from voiceconv.vocoder.quality import log_mel_l1, multi_resolution_stft_distance, pesq_wideband
-from voiceconv.vocoder.spectral import istft, stft
+from voiceconv.vocoder.spectral import istft, overlap_add, stft
 
 MEL = MelConfig()
 HOP = MEL.hop_length
@@ -142,6 +142,35 @@ def test_consistency_iterations_make_the_predicted_spectrum_consistent():
     scores = {iters: inconsistency(spec) for iters, spec in spectra.items()}
     assert scores[8] < scores[1] < scores[0]
     assert scores[8] < 0.5 * scores[0]
+
+
+def test_mel_projection_gives_the_predicted_magnitude_exactly_the_input_mel():
+    _, mel = voice_mel(seconds=0.6)
+    basis = torch.from_numpy(mel_basis(MEL))
+    errors = {}
+    for projection in (False, True):
+        torch.manual_seed(0)
+        vocoder = lively(Vocoder(VocoderConfig(istft=ISTFTGeneratorConfig(
+            dim=32, intermediate_dim=64, magnitude_prior=True, mel_projection=projection))))
+        with torch.no_grad():
+            magnitude = vocoder.generator.spectrum(mel[None]).abs()[0]  # (n_bins, T)
+        rebuilt = torch.log((basis @ magnitude).clamp(min=MEL.log_clamp))  # its log-mel, (n_mels, T)
+        errors[projection] = float((rebuilt - mel).abs().mean())
+    # The head's random residual moves the band energies; the projection puts them back (up to the
+    # few bins clamped at zero).
+    assert errors[False] > 0.05
+    assert errors[True] < 0.1 * errors[False]
+
+
+def test_fast_overlap_add_equals_fold():
+    frames = torch.randn(2, 1024, 9)
+    fast = overlap_add(frames, 256)
+    length = 8 * 256 + 1024
+    folded = F.fold(frames, output_size=(1, length), kernel_size=(1, 1024), stride=(1, 256))[:, 0, 0]
+    torch.testing.assert_close(fast, folded)
+    odd = overlap_add(frames, 300)  # 300 does not divide 1024: the fold path
+    assert odd.shape == (2, 8 * 300 + 1024)
+    torch.testing.assert_close(odd[:, :300], frames[:, :300, 0])  # only frame 0 covers the first hop
 
 
 def test_griffin_lim_iterations_reconstruct_the_spectrum_and_warn_once(caplog):

@@ -29,7 +29,8 @@ DEBUG = Path(voiceconv.__file__).parent / "conf" / "vocoder_debug.yaml"
 # The debug config with each generator family swapped in (tiny widths, the real kernels and rates).
 GENERATORS = {
     "istft": [],
-    "istft_consistent": ["model.istft.magnitude_prior=true", "model.istft.consistency_iters=2"],
+    "istft_consistent": ["model.istft.magnitude_prior=true", "model.istft.consistency_iters=2",
+                         "model.istft.mel_projection=true"],
     "hifigan_v1": ["model.generator=hifigan", "model.hifigan.upsample_initial_channel=16"],
     "hifigan_v2": ["model.generator=hifigan", "model.hifigan.upsample_initial_channel=16",
                    "model.hifigan.resblock_kernel_sizes=[3,7]",

