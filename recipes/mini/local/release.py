@@ -8,6 +8,9 @@ file so that the VC model and the vocoder fit the 40 MB package budget together.
 norm scales, the mel normalisation statistics) stay float32. Loading casts everything back to the
 model's float32 parameters, so inference code is unchanged; the rounding changes outputs by about
 1e-3 relative (measured by this script and printed).
+``--consistency-iters N`` sets how many Griffin-Lim phase-refinement iterations the released iSTFT
+vocoder runs (``istft.consistency_iters``). The iterations have no weights, so a vocoder trained
+through 16 can decode with more: each one makes the spectrum more consistent at about 0.0006 RTF.
 The written ``config.json`` gets a fresh sha256 and ``"released_from"`` naming the source directory.
 """
 
@@ -30,6 +33,9 @@ def main() -> None:
     parser.add_argument("--drop-key", action="append", default=[], metavar="SECTION.KEY",
                         help="remove a model-config key that the code no longer has (only allowed when its value "
                         "is false/null, i.e. the option was off and removing it changes nothing)")
+    parser.add_argument("--consistency-iters", type=int, default=None, metavar="N",
+                        help="Griffin-Lim phase-refinement iterations of the released iSTFT vocoder "
+                        "(default: as trained)")
     args = parser.parse_args()
 
     meta, state_dict = load_pretrained(args.source)
@@ -41,6 +47,14 @@ def main() -> None:
         if holder.get(key) not in (False, None):
             raise SystemExit(f"{dotted} is {holder.get(key)!r}: only an option that was off can be dropped")
         holder.pop(key, None)
+    if args.consistency_iters is not None:
+        istft = meta["config"].get("istft")
+        if meta["kind"] != "vocoder" or istft is None:
+            raise SystemExit("--consistency-iters applies to an iSTFT vocoder only")
+        if args.consistency_iters < istft.get("consistency_iters", 0):
+            raise SystemExit("--consistency-iters may only add iterations to what the vocoder was trained with")
+        meta["trained_consistency_iters"] = istft.get("consistency_iters", 0)
+        istft["consistency_iters"] = args.consistency_iters
     released = {}
     for name, tensor in state_dict.items():
         if args.half and tensor.is_floating_point() and tensor.dim() >= 2:
