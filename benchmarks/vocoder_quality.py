@@ -6,7 +6,8 @@ Each held-out utterance's log-mel (from the prepared cache) is decoded by both v
 compared with the recording with :func:`voiceconv.vocoder.quality.log_mel_l1` and
 :func:`~voiceconv.vocoder.quality.multi_resolution_stft_distance` (lower is better) and, when the
 ``pesq`` package is installed, wide-band PESQ (:func:`~voiceconv.vocoder.quality.pesq_wideband`,
-higher is better). The held-out
+higher is better). It also prints the frame-rate "buzz" of each output and of the recording
+(:func:`~voiceconv.vocoder.quality.frame_rate_modulation_db`, dB; the recording's level is normal). The held-out
 utterances are the ones ``voiceconv train-vocoder`` validates on when ``--n-utterances`` and
 ``--seed`` equal the run's ``train.n_val_utterances`` and ``train.seed`` (defaults: 8 and 0).
 """
@@ -23,7 +24,12 @@ import torch
 from voiceconv.data import PreparedCorpus
 from voiceconv.train_vocoder import split_validation
 from voiceconv.vocoder.model import Vocoder
-from voiceconv.vocoder.quality import log_mel_l1, multi_resolution_stft_distance, pesq_wideband
+from voiceconv.vocoder.quality import (
+    frame_rate_modulation_db,
+    log_mel_l1,
+    multi_resolution_stft_distance,
+    pesq_wideband,
+)
 
 
 def pesq_available() -> bool:
@@ -61,6 +67,8 @@ def main() -> None:
         print("pesq is not installed (pip install -e '.[eval]'): PESQ columns left out")
     rows = {"neural": [], "griffin_lim": []}
     seconds = {"neural": 0.0, "griffin_lim": 0.0}
+    buzz = {"recording": [], "neural": [], "griffin_lim": []}
+    sample_rate, hop_length = corpus.mel_config.sample_rate, corpus.mel_config.hop_length
     audio_seconds = 0.0
     print(f"{'utterance':<40}{'mel L1 neural':>15}{'mel L1 G-L':>12}{'MR-STFT neural':>16}{'MR-STFT G-L':>13}"
           + (f"{'PESQ neural':>13}{'PESQ G-L':>10}" if with_pesq else ""))
@@ -79,6 +87,8 @@ def main() -> None:
             if with_pesq:
                 scores[name] += (pesq_wideband(reference, output, corpus.mel_config.sample_rate),)
             rows[name].append(scores[name])
+            buzz[name].append(frame_rate_modulation_db(output, sample_rate, hop_length))
+        buzz["recording"].append(frame_rate_modulation_db(reference, sample_rate, hop_length))
         print(f"{corpus.utterances[index].utterance_id[:39]:<40}{scores['neural'][0]:>15.4f}"
               f"{scores['griffin_lim'][0]:>12.4f}{scores['neural'][1]:>16.4f}{scores['griffin_lim'][1]:>13.4f}"
               + (f"{scores['neural'][2]:>13.3f}{scores['griffin_lim'][2]:>10.3f}" if with_pesq else ""))
@@ -86,6 +96,8 @@ def main() -> None:
     print(f"{'mean':<40}{means['neural'][0]:>15.4f}{means['griffin_lim'][0]:>12.4f}"
           f"{means['neural'][1]:>16.4f}{means['griffin_lim'][1]:>13.4f}"
           + (f"{means['neural'][2]:>13.3f}{means['griffin_lim'][2]:>10.3f}" if with_pesq else ""))
+    print("frame-rate buzz (dB over 50-130 Hz, mean): " + ", ".join(
+        f"{name} {np.mean(values):.1f}" for name, values in buzz.items()))
     print(f"RTF: neural {seconds['neural'] / audio_seconds:.4f}, "
           f"Griffin-Lim {seconds['griffin_lim'] / audio_seconds:.4f}")
     better = means["neural"] < means["griffin_lim"]

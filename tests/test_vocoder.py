@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 
 import numpy as np
 import pytest
@@ -16,7 +17,12 @@ from voiceconv.features import MelConfig, MelMismatchError, MelSpectrogram, mel_
 from voiceconv.vocoder.generator import ISTFTGeneratorConfig
 from voiceconv.vocoder.hifigan import HIFIGAN_V1, HIFIGAN_V3, HiFiGANConfig, import_jik876
 from voiceconv.vocoder.model import GRIFFIN_LIM_WARNING, Vocoder, VocoderConfig
-from voiceconv.vocoder.quality import log_mel_l1, multi_resolution_stft_distance, pesq_wideband
+from voiceconv.vocoder.quality import (
+    frame_rate_modulation_db,
+    log_mel_l1,
+    multi_resolution_stft_distance,
+    pesq_wideband,
+)
 from voiceconv.vocoder.spectral import istft, overlap_add, stft
 
 MEL = MelConfig()
@@ -197,6 +203,15 @@ def test_quality_metrics_are_zero_for_identical_audio_and_grow_with_noise():
     noisier = audio + 0.1 * torch.randn_like(audio)
     assert 0 < log_mel_l1(audio, noisy) < log_mel_l1(audio, noisier)
     assert 0 < multi_resolution_stft_distance(audio, noisy) < multi_resolution_stft_distance(audio, noisier)
+
+
+def test_frame_rate_modulation_flags_a_signal_that_pulses_at_the_hop_rate():
+    audio, _ = voice_mel(seconds=2.0)
+    t = torch.arange(audio.shape[0]) / MEL.sample_rate
+    pulsing = audio * (1.0 + 0.5 * torch.cos(2 * math.pi * (MEL.sample_rate / HOP) * t))
+    clean = frame_rate_modulation_db(audio, MEL.sample_rate, HOP)
+    buzzing = frame_rate_modulation_db(pulsing, MEL.sample_rate, HOP)
+    assert buzzing > clean + 15.0
 
 
 def test_pesq_is_near_its_ceiling_for_identical_audio_and_falls_with_noise():

@@ -8,6 +8,9 @@ Both metrics compare a reference waveform with a vocoder's output for the refere
 - :func:`multi_resolution_stft_distance`: spectral convergence + log-magnitude L1 averaged over
   three STFT resolutions (Parallel WaveGAN's loss), sensitive to the phase-coherence and
   high-band errors that the mel smooths over (Griffin-Lim's "phasiness" shows up here);
+- :func:`frame_rate_modulation_db`: how strongly the output's power pulses at the frame rate
+  (``sample_rate / hop``, 86 Hz by default), the "buzz" of a vocoder whose frames do not overlap-add
+  coherently; a recording scores a few dB, a buzzing vocoder 20 dB or more;
 - :func:`pesq_wideband`: wide-band PESQ (ITU-T P.862.2) at 16 kHz, higher is better, when the
   optional ``pesq`` package is installed (``pip install -e '.[eval]'``).
 """
@@ -71,3 +74,24 @@ def pesq_wideband(ref_audio, out_audio, sample_rate: int) -> float:
     ref16, out16 = (soxr.resample(x[0].numpy().astype(np.float64), sample_rate, PESQ_SAMPLE_RATE, quality="VHQ")
                     for x in (ref, out))
     return float(pesq(PESQ_SAMPLE_RATE, ref16, out16, "wb"))
+
+
+@torch.no_grad()
+def frame_rate_modulation_db(audio, sample_rate: int, hop_length: int) -> float:
+    """Peak of the power envelope's spectrum at the frame rate, in dB over the 50-130 Hz median.
+
+    The squared signal's spectrum (its power envelope, mean removed) is searched within 1 Hz of
+    ``sample_rate / hop_length`` and compared with the median of the 50-130 Hz region around it
+    (the frame rate's own +-3 Hz excluded). Speech has no special energy there, so a recording
+    scores a few dB; a vocoder that pulses at its hop scores far more. 1-D input.
+    """
+    signal = _as_batch(audio)[0].double()
+    power = signal.square()
+    envelope = torch.fft.rfft(power - power.mean()).abs()
+    frequencies = torch.fft.rfftfreq(power.shape[0], 1.0 / sample_rate)
+    frame_rate = sample_rate / hop_length
+    peak = envelope[(frequencies - frame_rate).abs() < 1.0]
+    around = envelope[(frequencies > 50.0) & (frequencies < 130.0) & ((frequencies - frame_rate).abs() > 3.0)]
+    if peak.numel() == 0 or around.numel() == 0:
+        raise ValueError("the signal is too short to resolve its frame-rate modulation (needs about 1 s)")
+    return float(20.0 * torch.log10(peak.max() / around.median().clamp(min=1e-30)))
