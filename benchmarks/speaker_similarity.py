@@ -26,7 +26,7 @@ import math
 import tempfile
 
 
-def measure(vc, pairs, pitch="auto") -> dict[str, list[float]]:
+def measure(vc, pairs, pitch="off") -> dict[str, list[float]]:
     """``pairs``: [(source path, [reference paths])]. Returns the per-pair cosines per condition."""
     scores = {"source": [], "1 ref": [], "3 refs": []}
     for source, refs in pairs:
@@ -56,7 +56,7 @@ def main() -> None:
     parser.add_argument("--model", required=True, help="VC model directory")
     parser.add_argument("--vocoder", default=None, help="vocoder directory or 'griffin-lim'")
     parser.add_argument("--pairs", required=True, help="CSV with source,target (target clips ';'-separated)")
-    parser.add_argument("--pitch", default="auto", help="pitch option for the conversions (default auto)")
+    parser.add_argument("--pitch", default="off", help="pitch option for the conversions (default off, as voiceconv)")
     parser.add_argument("--device", default=None)
     args = parser.parse_args()
 
