@@ -43,6 +43,8 @@ def main() -> None:
     parser.add_argument("--lookahead", type=int, nargs="+", default=[3], help="model lookahead frames")
     parser.add_argument("--vocoder-lookahead", type=int, default=2, help="vocoder lookahead frames")
     parser.add_argument("--history", type=int, default=120, help="model history frames")
+    parser.add_argument("--vocoder-history", type=int, default=None,
+                        help="vocoder history frames (default: StreamingConverter's default)")
     parser.add_argument("--norm", default="running", choices=["running", "local"], help="instance-norm statistics")
     parser.add_argument("--seconds", type=float, default=20.0, help="length of the synthetic source")
     parser.add_argument("--source", default=None, help="a recording to stream instead of synthetic speech")
@@ -82,13 +84,15 @@ def main() -> None:
 
     print(f"# {os.cpu_count()} CPUs visible, torch threads {args.threads}, model {args.model}, "
           f"vocoder {'neural' if vc.vocoder.is_neural else 'griffin-lim'}, history {args.history}, "
-          f"vocoder lookahead {args.vocoder_lookahead}, norm {args.norm}, {audio.size / rate:.0f} s source")
+          f"vocoder history {args.vocoder_history or 'default'}, vocoder lookahead {args.vocoder_lookahead}, "
+          f"norm {args.norm}, {audio.size / rate:.0f} s source")
     print(f"{'block ms':>8} {'lookahead':>9} {'algo ms':>8} {'mean ms':>8} {'p95 ms':>7} {'max ms':>7} "
           f"{'CPU ms':>7} {'total ms':>9} {'real time':>9} {'vs offline':>10}")
     for block_frames in args.block_frames:
         for lookahead in args.lookahead:
             streamer = StreamingConverter(vc, speaker, block_frames=block_frames, history_frames=args.history,
                                           lookahead_frames=lookahead, vocoder_lookahead=args.vocoder_lookahead,
+                                          vocoder_history=args.vocoder_history,
                                           norm=args.norm)
             out, cpu = [], []
             for start in range(0, audio.size, streamer.block_size):
