@@ -13,6 +13,8 @@ from voiceconv.chunking import vocoder_receptive_field
 from voiceconv.errors import VoiceconvError
 from voiceconv.features import MelSpectrogram
 from voiceconv.streaming import StreamingConverter
+from voiceconv.vocoder.generator import ISTFTGeneratorConfig
+from voiceconv.vocoder.model import Vocoder, VocoderConfig
 
 
 def stream_all(streamer: StreamingConverter, audio: np.ndarray) -> tuple[np.ndarray, list[int]]:
@@ -91,3 +93,16 @@ def test_stream_generator_api_and_pitch_rules():
     assert sum(b.numel() for b in blocks) == audio.size + streamer.delay_samples
     with pytest.raises(VoiceconvError, match="semitones"):
         StreamingConverter(vc, speaker, pitch="auto")
+
+
+def test_default_vocoder_history_is_the_receptive_field_capped_at_64_frames():
+    """Phase refinement widens the vocoder's receptive field far beyond what a block needs to stay exact."""
+    for iters, expected in ((0, None), (30, 64)):
+        torch.manual_seed(0)
+        vocoder = Vocoder(VocoderConfig(istft=ISTFTGeneratorConfig(
+            dim=16, intermediate_dim=32, n_blocks=2, consistency_iters=iters)))
+        vc = VoiceConverter(LocalModel().eval(), vocoder.eval(), device="cpu")
+        field = vocoder_receptive_field(vocoder)
+        streamer = StreamingConverter(vc, torch.zeros(4))
+        assert streamer.engine.plan.vocoder_left == (expected if expected is not None else field)
+        assert (field > 64) == (iters == 30)
