@@ -43,7 +43,7 @@ import yaml
 
 from voiceconv import training_utils
 from voiceconv.augment import AugmentConfig, augment_batch, n_virtual_speakers
-from voiceconv.checkpoint import atomic_write_text, load_train_state, rng_state, save_train_state, set_rng_state
+from voiceconv.checkpoint import atomic_write_text, load_train_state
 from voiceconv.config import to_dict
 from voiceconv.data import PreparedCorpus, SegmentBatcher
 from voiceconv.errors import ConfigError
@@ -59,7 +59,6 @@ from voiceconv.training_utils import (
     bf16_autocast,
     check_resume_config,
     cleanup_distributed,
-    gather_objects,
     linear_ramp,
     seed_everything,
     setup_distributed,
@@ -293,26 +292,16 @@ def _load_vocoder(vocoder_dir: str | Path | None, mel_config):
 
 def _save_checkpoint(state: State, run: RunDirectory, experiment: ExperimentConfig, periodic: bool) -> None:
     """``last/`` (and ``checkpoints/step_X/``) plus ``train_state.pt``; collective: every rank calls it."""
-    rngs = gather_objects(rng_state(), state.ctx)
-    if state.ctx.is_main:
-        model = unwrap(state.model)
-        model.save_pretrained(run.last)
-        if periodic:
-            model.save_pretrained(run.checkpoint(state.step))
-            run.prune(state.config.keep_checkpoints)
-        # The weights go into the train state too: one atomically written file is a consistent
-        # snapshot even when the process dies half-way through writing last/.
-        save_train_state(run.train_state, {
-            "step": state.step,
-            "best_val": state.best_val,
-            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-            "optimizer": state.optimizer.state_dict(),
-            "rng": rngs,
-            "world_size": state.ctx.world_size,
-            "bad_steps_total": state.guard.total,
-            "config": to_dict(experiment),
-        })
-    barrier(state.ctx)
+    model = unwrap(state.model)
+    training_utils.save_checkpoint(run, state.ctx, model, state.step, periodic, state.config.keep_checkpoints,
+                                   lambda: {
+                                       "step": state.step,
+                                       "best_val": state.best_val,
+                                       "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                                       "optimizer": state.optimizer.state_dict(),
+                                       "bad_steps_total": state.guard.total,
+                                       "config": to_dict(experiment),
+                                   })
 
 
 def _restore(state: State, run: RunDirectory) -> None:
@@ -322,16 +311,8 @@ def _restore(state: State, run: RunDirectory) -> None:
     # A resumed run may change hyperparameters (e.g. a lower lr); the config wins over the saved state.
     for group in state.optimizer.param_groups:
         group.update(lr=state.config.lr, betas=tuple(state.config.betas), weight_decay=state.config.weight_decay)
-    state.step, state.best_val = int(saved["step"]), float(saved["best_val"])
-    state.guard.total = int(saved.get("bad_steps_total", 0))
-    rngs = saved["rng"]
-    if len(rngs) == state.ctx.world_size:
-        set_rng_state(rngs[state.ctx.rank])
-    else:
-        logger.warning("resuming with %d processes instead of %d: the data order stays exact, the sampling "
-                       "noise does not", state.ctx.world_size, len(rngs))
-        seed_everything(state.config.seed * 1000 + state.ctx.rank + state.step)
-    logger.info("resumed from %s at step %d", run.train_state, state.step)
+    state.step, state.best_val = training_utils.restore_progress(saved, state.ctx, state.guard, state.config.seed,
+                                                                 run.train_state)
 
 
 # ------------------------------------------------------------------------------------------- loop

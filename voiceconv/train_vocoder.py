@@ -51,9 +51,6 @@ from voiceconv.checkpoint import (
     load_pretrained,
     load_train_state,
     resolve_model_dir,
-    rng_state,
-    save_train_state,
-    set_rng_state,
 )
 from voiceconv.config import to_dict
 from voiceconv.data import PreparedCorpus, SegmentBatcher
@@ -68,7 +65,6 @@ from voiceconv.training_utils import (
     bf16_autocast,
     check_resume_config,
     cleanup_distributed,
-    gather_objects,
     seed_everything,
     setup_distributed,
     unwrap,
@@ -356,26 +352,19 @@ def validate(vocoder: Vocoder, val: ValidationSet, device: torch.device,
 
 def _save_checkpoint(state: State, run: RunDirectory, experiment: VocoderExperiment, periodic: bool) -> None:
     """``last/`` (and ``checkpoints/step_X/``) plus ``train_state.pt``; collective: every rank calls it."""
-    rngs = gather_objects(rng_state(), state.ctx)
-    if state.ctx.is_main:
-        vocoder = unwrap(state.generator)
-        vocoder.save_pretrained(run.last)
-        if periodic:
-            vocoder.save_pretrained(run.checkpoint(state.step))
-            run.prune(state.config.keep_checkpoints)
-        save_train_state(run.train_state, {
-            "step": state.step,
-            "best_val": state.best_val,
-            "generator": {k: v.detach().cpu() for k, v in vocoder.state_dict().items()},
-            "discriminators": {k: v.detach().cpu() for k, v in unwrap(state.discriminators).state_dict().items()},
-            "opt_g": state.opt_g.state_dict(),
-            "opt_d": state.opt_d.state_dict(),
-            "rng": rngs,
-            "world_size": state.ctx.world_size,
-            "bad_steps_total": state.guard.total,
-            "config": to_dict(experiment),
-        })
-    barrier(state.ctx)
+    vocoder = unwrap(state.generator)
+    training_utils.save_checkpoint(run, state.ctx, vocoder, state.step, periodic, state.config.keep_checkpoints,
+                                   lambda: {
+                                       "step": state.step,
+                                       "best_val": state.best_val,
+                                       "generator": {k: v.detach().cpu() for k, v in vocoder.state_dict().items()},
+                                       "discriminators": {k: v.detach().cpu() for k, v in
+                                                          unwrap(state.discriminators).state_dict().items()},
+                                       "opt_g": state.opt_g.state_dict(),
+                                       "opt_d": state.opt_d.state_dict(),
+                                       "bad_steps_total": state.guard.total,
+                                       "config": to_dict(experiment),
+                                   })
 
 
 def _restore(state: State, run: RunDirectory) -> None:
@@ -388,16 +377,8 @@ def _restore(state: State, run: RunDirectory) -> None:
     for optimizer in (state.opt_g, state.opt_d):
         for group in optimizer.param_groups:
             group.update(betas=tuple(state.config.betas), weight_decay=state.config.weight_decay)
-    state.step, state.best_val = int(saved["step"]), float(saved["best_val"])
-    state.guard.total = int(saved.get("bad_steps_total", 0))
-    rngs = saved["rng"]
-    if len(rngs) == state.ctx.world_size:
-        set_rng_state(rngs[state.ctx.rank])
-    else:
-        logger.warning("resuming with %d processes instead of %d: the data order stays exact, the RNG "
-                       "state does not", state.ctx.world_size, len(rngs))
-        seed_everything(state.config.seed * 1000 + state.ctx.rank + state.step)
-    logger.info("resumed from %s at step %d", run.train_state, state.step)
+    state.step, state.best_val = training_utils.restore_progress(saved, state.ctx, state.guard, state.config.seed,
+                                                                 run.train_state)
 
 
 def build_state(experiment: VocoderExperiment, ctx: Distributed,

@@ -393,3 +393,46 @@ def check_resume_config(run: RunDirectory, experiment) -> None:
     changed = {k for k, v in to_dict(experiment.train).items() if saved.get("train", {}).get(k) != v}
     if changed:
         logger.info("resuming with changed train settings: %s", ", ".join(sorted(changed)))
+
+
+def save_checkpoint(run: RunDirectory, ctx: Distributed, pretrained, step: int, periodic: bool,
+                    keep_checkpoints: int, train_state) -> None:
+    """``last/`` (and ``checkpoints/step_X/``) plus ``train_state.pt``; collective: every rank calls it.
+
+    ``pretrained`` is the unwrapped model with ``save_pretrained``; ``train_state`` is a callable
+    returning the trainer's own entries (weights, optimizers, step, config, ...), called on the main
+    rank only. Every rank's RNG state is gathered and stored under ``"rng"``.
+    """
+    from voiceconv.checkpoint import rng_state, save_train_state
+
+    rngs = gather_objects(rng_state(), ctx)
+    if ctx.is_main:
+        pretrained.save_pretrained(run.last)
+        if periodic:
+            pretrained.save_pretrained(run.checkpoint(step))
+            run.prune(keep_checkpoints)
+        # The weights go into the train state too: one atomically written file is a consistent
+        # snapshot even when the process dies half-way through writing last/.
+        save_train_state(run.train_state, {**train_state(), "rng": rngs, "world_size": ctx.world_size})
+    barrier(ctx)
+
+
+def restore_progress(saved: dict, ctx: Distributed, guard: NanGuard, seed: int, source) -> tuple[int, float]:
+    """The loop's step and best validation score from a loaded train state; restores this rank's RNG.
+
+    With a different number of processes than the run saved, the data order (a function of the
+    step) stays exact but the RNG streams cannot, so they are reseeded from the step.
+    """
+    from voiceconv.checkpoint import set_rng_state
+
+    step, best_val = int(saved["step"]), float(saved["best_val"])
+    guard.total = int(saved.get("bad_steps_total", 0))
+    rngs = saved["rng"]
+    if len(rngs) == ctx.world_size:
+        set_rng_state(rngs[ctx.rank])
+    else:
+        logger.warning("resuming with %d processes instead of %d: the data order stays exact, the RNG "
+                       "state does not", ctx.world_size, len(rngs))
+        seed_everything(seed * 1000 + ctx.rank + step)
+    logger.info("resumed from %s at step %d", source, step)
+    return step, best_val
