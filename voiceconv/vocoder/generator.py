@@ -21,7 +21,9 @@ CONSISTENCY_MOMENTUM = 0.99  # fast Griffin-Lim alpha of the phase refinement (a
 # Modulus floor of the refinement's phase normalisation: STFT bins of speech at this level are
 # silence (about -9 in log-mel units), and the floor bounds the 1 / |z| gradient there.
 CONSISTENCY_FLOOR = 1e-4
-MEL_PROJECTION_PASSES = 3  # alternating projections; the third changes the result by well under 1 %
+# Alternating projections per forward pass. With the shipped vocoder the magnitude's own log-mel error
+# after 1, 2, 3 passes is 0.016, 0.012, 0.0096 (it was trained with 3, so changing this changes it).
+MEL_PROJECTION_PASSES = 3
 
 
 @dataclass
