@@ -41,8 +41,8 @@ def overlap_add(frames: torch.Tensor, hop_length: int) -> torch.Tensor:
 
     When ``hop_length`` divides ``n_fft`` (the usual case) each frame is ``n_fft / hop`` hop-sized
     pieces, and piece ``k`` of every frame lands in one contiguous run shifted by ``k`` hops: that
-    is ``n_fft / hop`` strided additions, about 20x faster on a CPU than ``F.fold``, which is the
-    fallback for other hops.
+    is ``n_fft / hop`` strided additions. That made :func:`istft` 5x faster on the CPU than with
+    ``F.fold`` (RTF 0.0020 -> 0.0004 on 60 s, 2 threads), which stays as the fallback for other hops.
     """
     batch, n_fft, n_frames = frames.shape
     length = (n_frames - 1) * hop_length + n_fft
