@@ -293,15 +293,11 @@ def _load_vocoder(vocoder_dir: str | Path | None, mel_config):
 def _save_checkpoint(state: State, run: RunDirectory, experiment: ExperimentConfig, periodic: bool) -> None:
     """``last/`` (and ``checkpoints/step_X/``) plus ``train_state.pt``; collective: every rank calls it."""
     model = unwrap(state.model)
-    training_utils.save_checkpoint(run, state.ctx, model, state.step, periodic, state.config.keep_checkpoints,
-                                   lambda: {
-                                       "step": state.step,
-                                       "best_val": state.best_val,
-                                       "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                                       "optimizer": state.optimizer.state_dict(),
-                                       "bad_steps_total": state.guard.total,
-                                       "config": to_dict(experiment),
-                                   })
+    training_utils.save_checkpoint(
+        run, state.ctx, model, state.step, state.best_val, state.guard, experiment, periodic,
+        state.config.keep_checkpoints,
+        lambda: {"model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                 "optimizer": state.optimizer.state_dict()})
 
 
 def _restore(state: State, run: RunDirectory) -> None:

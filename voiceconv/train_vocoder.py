@@ -353,18 +353,13 @@ def validate(vocoder: Vocoder, val: ValidationSet, device: torch.device,
 def _save_checkpoint(state: State, run: RunDirectory, experiment: VocoderExperiment, periodic: bool) -> None:
     """``last/`` (and ``checkpoints/step_X/``) plus ``train_state.pt``; collective: every rank calls it."""
     vocoder = unwrap(state.generator)
-    training_utils.save_checkpoint(run, state.ctx, vocoder, state.step, periodic, state.config.keep_checkpoints,
-                                   lambda: {
-                                       "step": state.step,
-                                       "best_val": state.best_val,
-                                       "generator": {k: v.detach().cpu() for k, v in vocoder.state_dict().items()},
-                                       "discriminators": {k: v.detach().cpu() for k, v in
-                                                          unwrap(state.discriminators).state_dict().items()},
-                                       "opt_g": state.opt_g.state_dict(),
-                                       "opt_d": state.opt_d.state_dict(),
-                                       "bad_steps_total": state.guard.total,
-                                       "config": to_dict(experiment),
-                                   })
+    training_utils.save_checkpoint(
+        run, state.ctx, vocoder, state.step, state.best_val, state.guard, experiment, periodic,
+        state.config.keep_checkpoints,
+        lambda: {"generator": {k: v.detach().cpu() for k, v in vocoder.state_dict().items()},
+                 "discriminators": {k: v.detach().cpu() for k, v in unwrap(state.discriminators).state_dict().items()},
+                 "opt_g": state.opt_g.state_dict(),
+                 "opt_d": state.opt_d.state_dict()})
 
 
 def _restore(state: State, run: RunDirectory) -> None:

@@ -395,15 +395,17 @@ def check_resume_config(run: RunDirectory, experiment) -> None:
         logger.info("resuming with changed train settings: %s", ", ".join(sorted(changed)))
 
 
-def save_checkpoint(run: RunDirectory, ctx: Distributed, pretrained, step: int, periodic: bool,
-                    keep_checkpoints: int, train_state) -> None:
+def save_checkpoint(run: RunDirectory, ctx: Distributed, pretrained, step: int, best_val: float, guard: NanGuard,
+                    experiment, periodic: bool, keep_checkpoints: int, trainer_state) -> None:
     """``last/`` (and ``checkpoints/step_X/``) plus ``train_state.pt``; collective: every rank calls it.
 
-    ``pretrained`` is the unwrapped model with ``save_pretrained``; ``train_state`` is a callable
-    returning the trainer's own entries (weights, optimizers, step, config, ...), called on the main
-    rank only. Every rank's RNG state is gathered and stored under ``"rng"``.
+    ``pretrained`` is the unwrapped model with ``save_pretrained``; ``trainer_state`` is a callable
+    returning the trainer's own entries (weights, optimizers), called on the main rank only. The
+    loop's progress (what :func:`restore_progress` reads back), the experiment config and every
+    rank's RNG state are added here.
     """
     from voiceconv.checkpoint import rng_state, save_train_state
+    from voiceconv.config import to_dict
 
     rngs = gather_objects(rng_state(), ctx)
     if ctx.is_main:
@@ -413,7 +415,15 @@ def save_checkpoint(run: RunDirectory, ctx: Distributed, pretrained, step: int, 
             run.prune(keep_checkpoints)
         # The weights go into the train state too: one atomically written file is a consistent
         # snapshot even when the process dies half-way through writing last/.
-        save_train_state(run.train_state, {**train_state(), "rng": rngs, "world_size": ctx.world_size})
+        save_train_state(run.train_state, {
+            **trainer_state(),
+            "step": step,
+            "best_val": best_val,
+            "bad_steps_total": guard.total,
+            "config": to_dict(experiment),
+            "rng": rngs,
+            "world_size": ctx.world_size,
+        })
     barrier(ctx)
 
 
