@@ -225,7 +225,9 @@ def test_atomic_write_text_leaves_old_file_on_failure(tmp_path, monkeypatch):
     def fail(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(checkpoint.os, "replace", fail)
+    import voiceconv.atomic
+
+    monkeypatch.setattr(voiceconv.atomic.os, "replace", fail)
     with pytest.raises(OSError, match="disk full"):
         atomic_write_text(path, "new")
     assert path.read_text() == "old"

@@ -21,7 +21,6 @@ import hashlib
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -29,8 +28,9 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from voiceconv.atomic import atomic_path
 from voiceconv.audio import SILENCE_PEAK, trim_silence
-from voiceconv.chunking import MIN_SOURCE_SECONDS, ChunkPlan, ConversionEngine, SourceAudio
+from voiceconv.chunking import MIN_SOURCE_SECONDS, ChunkPlan, ConversionEngine, SourceAudio, check_source
 from voiceconv.errors import AudioError, CheckpointError, VoiceconvError
 from voiceconv.features import MelSpectrogram
 from voiceconv.pitch import F0Stats, auto_semitones, parse_pitch
@@ -258,6 +258,14 @@ class VoiceConverter:
 
     # ---- offline conversion ---------------------------------------------------------------------
 
+    def check_source(self, source, source_rate: int | None = None) -> None:
+        """Validate a source as :meth:`convert` would (readable, long enough, finite, not silent).
+
+        Raises the same one-line :class:`~voiceconv.errors.AudioError`; run it before embedding a
+        target so that a bad source fails before that work is done.
+        """
+        check_source(source, self.sample_rate, source_rate)
+
     def _prepare(self, source, speaker, pitch, source_rate) -> tuple[SourceAudio, Speaker, float]:
         speaker = self.load_speaker(speaker)
         pitch = parse_pitch(pitch)
@@ -316,22 +324,14 @@ class VoiceConverter:
         if path.exists() and not overwrite:
             raise FileExistsError(f"{path} already exists; pass --overwrite (overwrite=True) to replace it")
         src, speaker, semitones = self._prepare(source, speaker, pitch, source_rate)
-        path.parent.mkdir(parents=True, exist_ok=True)
         file_format, subtype = OUTPUT_FORMATS[suffix]
-        handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + suffix, dir=path.parent)
-        os.close(handle)
-        try:
-            with sf.SoundFile(temp, "w", samplerate=self.sample_rate, channels=1, format=file_format,
-                              subtype=subtype) as out:
-                for block in self._blocks(src, speaker, semitones, None):
-                    if not np.isfinite(np.sum(block, dtype=np.float64)):
-                        raise VoiceconvError("the conversion produced NaN or Inf samples; the model or vocoder "
-                                             "weights are broken")
-                    out.write(np.clip(block, -1.0, 1.0))
-            os.replace(temp, path)
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
+        with atomic_path(path, suffix) as temp, sf.SoundFile(str(temp), "w", samplerate=self.sample_rate,
+                                                             channels=1, format=file_format, subtype=subtype) as out:
+            for block in self._blocks(src, speaker, semitones, None):
+                if not np.isfinite(np.sum(block, dtype=np.float64)):
+                    raise VoiceconvError("the conversion produced NaN or Inf samples; the model or vocoder "
+                                         "weights are broken")
+                out.write(np.clip(block, -1.0, 1.0))
         return path
 
     # ---- streaming ------------------------------------------------------------------------------

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Union
 
@@ -18,6 +17,7 @@ import soundfile as sf
 import soxr
 import torch
 
+from voiceconv.atomic import atomic_path
 from voiceconv.errors import AudioError
 
 AudioLike = Union[str, os.PathLike, np.ndarray, torch.Tensor, tuple]
@@ -324,20 +324,13 @@ def save_audio(path: str | os.PathLike, audio, sample_rate: int, subtype: str | 
         raise AudioError(f"{path}: unsupported output extension {suffix!r}; use one of {', '.join(sorted(formats))}")
     if subtype is None:
         subtype = {"WAV": "PCM_16", "FLAC": "PCM_16", "OGG": "VORBIS", "MP3": "MPEG_LAYER_III"}[formats[suffix]]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + suffix, dir=path.parent)
-    os.close(handle)
     try:
-        sf.write(temp_name, audio, sample_rate, format=formats[suffix], subtype=subtype)
-        os.replace(temp_name, path)
+        with atomic_path(path, suffix) as temp:
+            sf.write(str(temp), audio, sample_rate, format=formats[suffix], subtype=subtype)
     except (sf.SoundFileError, RuntimeError, ValueError) as error:
-        Path(temp_name).unlink(missing_ok=True)
         # e.g. MP3 only exists at 8-48 kHz; libsndfile's own message names the temporary file.
         raise AudioError(
             f"{path}: cannot write {formats[suffix]} {subtype} at {sample_rate} Hz ({_libsndfile_reason(error)}); "
             "write a .wav or .flac file instead"
         ) from None
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
     return path

@@ -41,6 +41,7 @@ from pathlib import Path, PurePosixPath
 import soundfile as sf
 
 from voiceconv.api import OUTPUT_FORMATS
+from voiceconv.chunking import check_source
 from voiceconv.errors import VoiceconvError
 from voiceconv.speaker import SPEAKER_SUFFIX
 
@@ -410,6 +411,16 @@ def run_batch(pairs: str | os.PathLike, out_dir: str | os.PathLike, *, model=Non
             def submit(fn, *args):
                 return _Immediate(fn(*args, vc=converter))
 
+        # Sources are checked first, so that no target is embedded for rows that cannot be converted.
+        checked = []
+        for row in todo:
+            try:
+                check_source(row.source_path, sample_rate)
+                checked.append(row)
+            except Exception as error:  # a bad source fails its row alone
+                finish(row, Result(row.index, "failed", _one_line(error)))
+                bar.update(1)
+        todo = checked
         # Each distinct target is embedded once, before the rows that need it.
         keys = list(dict.fromkeys(row.speaker_key for row in todo))
         speakers = {}

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from voiceconv.atomic import atomic_path
 from voiceconv.errors import CheckpointError
 
 FORMAT_VERSION = 1
@@ -39,15 +38,8 @@ def sha256_file(path: str | Path, block_size: int = 1 << 20) -> str:
 
 def _atomic_write_bytes(path: Path, writer) -> None:
     """Call ``writer(temp_path)`` then rename over ``path``, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        writer(temp)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as temp:
+        writer(str(temp))
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -640,6 +640,16 @@ class SourceAudio:
         return stats
 
 
+def check_source(source, sample_rate: int, source_rate: int | None = None,
+                 min_seconds: float = MIN_SOURCE_SECONDS) -> None:
+    """Raise the one-line ``AudioError`` a conversion of ``source`` would, without converting it.
+
+    Checks that it is readable, long enough, finite and not silent (one decoding pass, block by
+    block); callers run it before embedding targets, so a bad source fails before that work.
+    """
+    SourceAudio(source, sample_rate, source_rate, min_seconds=min_seconds).scan()
+
+
 def _probe(path: Path) -> tuple[int, int]:
     """(rate, declared frames) of an audio file, with the same one-line errors as ``load_audio``."""
     from voiceconv.audio import _check_rate, _libsndfile_reason, check_audio_path

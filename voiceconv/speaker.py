@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from voiceconv.atomic import atomic_path
 from voiceconv.errors import VoiceconvError
 
 FORMAT = "voiceconv-speaker"  # metadata["format"] of every .spk file
@@ -114,15 +114,8 @@ class Speaker:
         from voiceconv import __version__
 
         metadata["voiceconv_version"] = __version__
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(handle)
-        try:
-            save_file({"embedding": self.embedding.clone()}, temp, metadata=metadata)
-            os.replace(temp, path)
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
+        with atomic_path(path) as temp:
+            save_file({"embedding": self.embedding.clone()}, str(temp), metadata=metadata)
         return path
 
     @classmethod

@@ -69,6 +69,9 @@ def run(args) -> int:
         raise FileExistsError(f"{', '.join(existing)} already exist{'s' if len(existing) == 1 else ''}; pass "
                               "--overwrite to replace")
     vc = load_converter(args)
+    # Every source is checked before the target is embedded: a bad source fails in seconds.
+    for source in args.sources:
+        vc.check_source(source)
     speaker = vc.load_speaker(args.speaker) if args.speaker else vc.embed_speaker(args.target)
     print(f"target: {speaker.describe()}")
     for source, path in zip(args.sources, paths):
