@@ -208,6 +208,23 @@ def test_evaluate_converts_with_a_model_and_times_it(tmp_path):
     with open(tmp_path / "report" / "pairs.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert all(float(row["rtf"]) > 0 and -1 <= float(row["sim_output"]) <= 1 for row in rows)
+    # The reference rows: the same sources resynthesised and self-reconstructed, judged the same way.
+    assert set(summary["stages"]) == {"resynthesis", "reconstruction", "conversion"}
+    source = sf.info(str(pairs.parent / "src" / "low_0.wav"))
+    for stage in ("resynthesis", "reconstruction"):
+        # Both pairs share one source, so it is resynthesised and reconstructed once.
+        files = sorted((tmp_path / "report" / "references" / stage).glob("*.wav"))
+        assert len(files) == 1, files
+        assert abs(sf.info(str(files[0])).duration - source.duration) < 0.05
+        with open(tmp_path / "report" / f"pairs_{stage}.csv", newline="") as handle:
+            stage_rows = list(csv.DictReader(handle))
+        assert [Path(row["output"]).parent.name for row in stage_rows] == [stage, stage]
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "## Where the loss happens" in report and "| resynthesis:" in report and "| reconstruction:" in report
+    # Without a model there is nothing to make the rows with; --no-reference-rows skips them.
+    summary = evaluate(pairs, tmp_path / "report2", model=str(model_dir), vocoder=str(vocoder_dir), device="cpu",
+                       progress=False, reference_rows=False)
+    assert "stages" not in summary and not (tmp_path / "report2" / "references").exists()
 
 
 def test_bad_inputs_fail_with_a_fix(tmp_path, capsys):
@@ -226,8 +243,8 @@ def test_bad_inputs_fail_with_a_fix(tmp_path, capsys):
     with pytest.raises(VoiceconvError, match="1 converted files not found.*copy_1.wav"):
         resolve_outputs(read_pairs(pairs), converted)
     code = main(["evaluate", str(pairs), "--out", str(tmp_path / "r"), "--converted", str(converted),
-                 "--model", "x"])
-    assert code == 2 and "drop --model" in capsys.readouterr().err
+                 "--vocoder", "x"])
+    assert code == 2 and "add --model" in capsys.readouterr().err
 
 
 def test_pairs_without_output_column_find_batch_named_files(tmp_path):

@@ -336,3 +336,93 @@ def test_torchrun_two_processes_train_and_save(corpus, tmp_path):
     assert [r["step"] for r in rows if "loss/rec" in r] == [5, 6]  # only rank 0 writes
     assert json.loads((run / "last" / "config.json").read_text())["kind"] == "vc_model"
     print(f"torchrun test took {time.perf_counter() - started:.1f} s")
+
+
+# ---------------------------------------------------------------- de-noising, references, warm start
+
+DENOISE = ["train.channel.probability=1.0", "train.separate_reference=true"]
+
+
+def test_batcher_reference_is_another_segment_of_the_same_speaker(corpus):
+    from voiceconv.data import SegmentBatcher
+
+    data = PreparedCorpus(corpus)
+    plain = SegmentBatcher(data, 32, 8, seed=0).batch(3)
+    with_ref = SegmentBatcher(data, 32, 8, seed=0, with_reference=True).batch(3)
+    # The main segments do not change when references are asked for.
+    assert torch.equal(plain["mel"], with_ref["mel"]) and torch.equal(plain["speaker"], with_ref["speaker"])
+    assert with_ref["ref_mel"].shape == with_ref["mel"].shape and with_ref["ref_mask"].shape == with_ref["mask"].shape
+    assert not torch.equal(with_ref["ref_mel"], with_ref["mel"])
+    # Every reference comes from an utterance of the row's own speaker.
+    names = {k: s for k, s in enumerate(data.speakers)}
+    for b in range(8):
+        speaker = names[int(with_ref["speaker"][b])]
+        length = int(with_ref["ref_mask"][b].sum())
+        reference = with_ref["ref_mel"][b, :, :length].numpy()
+        found = False
+        for index in data.indices_for([speaker]):
+            full = data.mel(index)
+            for start in range(full.shape[1] - length + 1):
+                if np.array_equal(full[:, start:start + length], reference):
+                    found = True
+                    break
+        assert found, b
+
+
+def test_denoising_training_learns_and_moves_every_parameter(corpus, tmp_path):
+    """Channel-corrupted encoder inputs, a separate reference segment and CPU bf16: the clean-target loss falls
+    and every parameter moves."""
+    run = tmp_path / "run"
+    initial = VCModel(experiment().model).state_dict()  # the loop's seed_everything gives the same init
+    train(experiment("train.steps=120", "train.batch_size=16", "train.segment_frames=64", "train.lr=0.001",
+                     "train.log_every=20", "train.val_every=120", "train.checkpoint_every=120", "train.cpu_bf16=true",
+                     *DENOISE), corpus, run, device="cpu", progress=False)
+    curve = [row["loss/rec"] for row in read_metrics(run / "metrics.jsonl") if "loss/rec" in row]
+    assert curve[-1] < 0.75 * curve[0], curve
+    trained = _parameters(run / "last")
+    torch.manual_seed(0)
+    for name, value in trained.items():
+        if name in ("mel_mean", "mel_std"):
+            continue
+        assert value.shape == initial[name].shape
+        assert not torch.equal(value, initial[name]) or "num_batches" in name, name
+
+
+def test_channel_inputs_reach_the_encoders_and_the_target_stays_clean(corpus):
+    """With the channel on, the model gets corrupted ``content_mel``/``speaker_mel`` and the clean ``mel``."""
+    from voiceconv.train import _encoder_inputs
+
+    experiment_config = experiment(*DENOISE)
+    model = VCModel(experiment_config.model)
+    state = State(model, torch.optim.Adam(model.parameters()), experiment_config.train,
+                  Distributed(), NanGuard(5))
+    from voiceconv.data import SegmentBatcher
+
+    batch = SegmentBatcher(PreparedCorpus(corpus), 32, 8, seed=0, with_reference=True).batch(0)
+    inputs = _encoder_inputs(batch, state)
+    assert set(inputs) == {"content_mel", "speaker_mel", "speaker_mask"}
+    assert not torch.allclose(inputs["content_mel"], batch["mel"], atol=1e-3)
+    assert not torch.allclose(inputs["speaker_mel"], batch["ref_mel"], atol=1e-3)
+    assert torch.equal(inputs["speaker_mask"], batch["ref_mask"])
+    # Off by default: AdaIN-VC's single input.
+    state.config = experiment().train
+    plain = SegmentBatcher(PreparedCorpus(corpus), 32, 8, seed=0).batch(0)
+    assert _encoder_inputs(plain, state) == {}
+
+
+def test_init_from_warm_starts_and_refuses_another_architecture(corpus, tmp_path):
+    first = tmp_path / "first"
+    train(experiment("train.steps=10"), corpus, first, device="cpu", progress=False)
+    second = tmp_path / "second"
+    # Through the CLI, as a user would continue the shipped model; zero steps keeps the weights as loaded.
+    assert cli.main(["train", "--config", str(DEBUG_CONFIG), "--data", str(corpus), "--out", str(second),
+                     "--device", "cpu", "--quiet", "--init-from", str(first / "last"), *experiment_overrides(),
+                     "train.steps=1", "train.lr=1e-12"]) == 0
+    loaded, source = _parameters(second / "last"), _parameters(first / "last")
+    for name in source:
+        assert torch.allclose(loaded[name], source[name], atol=1e-6), name  # statistics included
+    config_text = (second / "config.yaml").read_text()
+    assert f"init_from: {first / 'last'}" in config_text  # the chain is recorded in the run
+    with pytest.raises(ConfigError, match="architecture differs.*decoder.channels"):
+        train(experiment("model.decoder.channels=24", f"train.init_from={first / 'last'}"), corpus,
+              tmp_path / "third", device="cpu", progress=False)

@@ -9,8 +9,8 @@
   different voice, so each warp *bucket* becomes a virtual speaker:
   ``speaker * n_warp_buckets + bucket``. Build the model with :func:`n_virtual_speakers` classes.
 
-Only ``mel`` and ``speaker`` are changed; ``audio`` (if present) is left as is, so use this for the
-VC model, not for vocoder training.
+Only ``mel`` (and ``ref_mel``, the same way) and ``speaker`` are changed; ``audio`` (if present)
+is left as is, so use this for the VC model, not for vocoder training.
 """
 
 from __future__ import annotations
@@ -110,16 +110,20 @@ def augment_batch(batch: dict, config: AugmentConfig, generator: torch.Generator
         return (torch.rand(size, generator=generator) < probability).to(mel.device)
 
     out = dict(batch)
+    # A reference segment of the same speaker (``ref_mel``) gets the same gain and warp: it must
+    # stay the same (virtual) speaker.
+    keys = [key for key in ("mel", "ref_mel") if key in batch]
     no_gain = torch.zeros(size, device=mel.device)
     gain_db = torch.where(chosen(config.gain_probability), uniform(*config.gain_db), no_gain)
-    mel = apply_gain(mel, gain_db, log_clamp)
+    for key in keys:
+        out[key] = apply_gain(out[key], gain_db, log_clamp)
 
     if config.virtual_speakers:
         alpha = torch.where(chosen(config.vtlp_probability), uniform(*config.vtlp_alpha),
                             torch.ones(size, device=mel.device))
-        mel = warp_mel(mel, alpha, config.vtlp_boundary)
+        for key in keys:
+            out[key] = warp_mel(out[key], alpha, config.vtlp_boundary)
         if "speaker" in batch:
             speaker = batch["speaker"]
             out["speaker"] = speaker * config.n_warp_buckets + warp_bucket(alpha, config).to(speaker.device)
-    out["mel"] = mel
     return out

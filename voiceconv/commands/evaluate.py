@@ -20,6 +20,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pitch", default="off", help="pitch option of the conversion, as for 'voiceconv "
                         "convert': auto (move the source's pitch range to the target's), off, or semitones")
     parser.add_argument("--probe", metavar="JSON", help="results of 'voiceconv probe ... --out JSON' to include")
+    parser.add_argument("--no-reference-rows", action="store_true",
+                        help="skip the reference rows (vocoder resynthesis and self-reconstruction of each source, "
+                        "judged like the conversion; made whenever a model is at hand: when converting here, or "
+                        "with --converted plus --model)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -29,10 +33,12 @@ def run(args) -> int:
     from voiceconv.evaluation import evaluate
     from voiceconv.pitch import parse_pitch
 
-    if args.converted and (args.model or args.vocoder):
-        raise ValueError("--converted judges existing files; drop --model/--vocoder, or drop --converted to convert")
+    if args.converted and args.vocoder and not args.model:
+        raise ValueError("--converted judges existing files; --vocoder is used only with --model, for the reference "
+                         "rows (the model that made the files); drop --vocoder or add --model")
     summary = evaluate(args.pairs, args.out, converted_dir=args.converted, model=args.model, vocoder=args.vocoder,
-                       device=args.device, pitch=parse_pitch(args.pitch), probe=args.probe, progress=not args.quiet)
+                       device=args.device, pitch=parse_pitch(args.pitch), probe=args.probe, progress=not args.quiet,
+                       reference_rows=not args.no_reference_rows)
     overall, check = summary["overall"], summary["verification"]
 
     def show(value, percent=False):
@@ -52,6 +58,11 @@ def run(args) -> int:
     print(f"  MCD: converted {show(overall['mcd_db']['output'])} dB, source {show(overall['mcd_db']['source'])} dB; "
           f"|F0 gap| {show(overall['f0_gap_semitones']['output_mean_abs'])} st; "
           f"voicing agreement {show(overall['voicing_agreement'], True)}; RTF {show(overall['rtf']['median'])}")
+    for stage, section in summary.get("stages", {}).items():
+        stage_wer = section["wer"]["output_vs_source_asr"]
+        stage_wer = section["wer"]["output"] if stage_wer is None else stage_wer
+        print(f"  {stage:>14}: similarity {show(section['similarity']['output'])}, "
+              f"accepted {show(section['acceptance']['output'], True)}, WER {show(stage_wer, True)}")
     if check["note"]:
         print(f"  note: {check['note']}")
     return 0

@@ -16,6 +16,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "cpu; under torchrun each process uses cuda:LOCAL_RANK)")
     parser.add_argument("--vocoder", default=None, help="vocoder directory for TensorBoard audio (default: "
                         "Griffin-Lim)")
+    parser.add_argument("--init-from", default=None, metavar="DIR",
+                        help="warm start from a released VC model directory (weights and mel statistics; fresh "
+                        "optimizer); same as train.init_from=DIR")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="config overrides, e.g. train.steps=1000 train.batch_size=32 model.decoder.channels=256")
@@ -26,7 +29,13 @@ def run(args) -> int:
 
     from voiceconv.train import experiment_from_args, train
 
-    experiment = experiment_from_args(args.config, args.overrides, args.out, args.resume)
+    overrides = list(args.overrides)
+    if args.init_from:
+        if args.resume:
+            print("voiceconv train: --init-from starts a new run; it cannot be combined with --resume")
+            return 2
+        overrides.append(f"train.init_from={os.path.abspath(args.init_from)}")
+    experiment = experiment_from_args(args.config, overrides, args.out, args.resume)
     main = int(os.environ.get("RANK", "0")) == 0
     if main:
         t = experiment.train

@@ -293,8 +293,9 @@ def convert_pairs(
     device: str | None = None,
     pitch: str | float | None = None,
     progress: bool = True,
+    converter=None,
 ) -> tuple[dict[int, Path], dict[int, float], dict]:
-    """Convert every pair with :class:`voiceconv.api.VoiceConverter`.
+    """Convert every pair with :class:`voiceconv.api.VoiceConverter` (``converter``, or one loaded here).
 
     Returns ``(outputs, compute seconds per pair, model description)``. The timed span is
     ``convert`` (loading the source, the model, the vocoder); the target embedding is cached per
@@ -305,7 +306,8 @@ def convert_pairs(
     from voiceconv.api import VoiceConverter
     from voiceconv.audio import save_audio
 
-    converter = VoiceConverter.from_pretrained(model, vocoder=vocoder, device=device)
+    if converter is None:
+        converter = VoiceConverter.from_pretrained(model, vocoder=vocoder, device=device)
     speakers: dict[str, object] = {}
     outputs, seconds = {}, {}
     embed_seconds = []
@@ -328,6 +330,46 @@ def convert_pairs(
         "median_embed_seconds": float(np.median(embed_seconds)) if embed_seconds else None,
     }
     return outputs, seconds, description
+
+
+# The reference rows: where along the chain (vocoder, auto-encoder, speaker change) quality is lost.
+STAGES = {
+    "resynthesis": "vocoder resynthesis of the source's own mel (what the vocoder alone loses)",
+    "reconstruction": "the VC model converting the source toward its own voice, then the vocoder "
+                      "(what the auto-encoder adds to the vocoder's loss)",
+    "conversion": "the conversion itself (what the speaker change adds)",
+}
+
+
+def reference_outputs(pairs: list[Pair], out_dir: Path, converter, progress: bool = True) -> dict[str, dict[int, Path]]:
+    """Resynthesis and self-reconstruction of every distinct source, for the reference rows.
+
+    Returns ``{"resynthesis": {pair index: path}, "reconstruction": {...}}``; files go to
+    ``out_dir/references/<stage>/``. Both use the conversion's own front end, model and vocoder.
+    """
+    import torch
+    from tqdm import tqdm
+
+    from voiceconv.audio import save_audio
+
+    outputs: dict[str, dict[int, Path]] = {"resynthesis": {}, "reconstruction": {}}
+    done: dict[Path, tuple[Path, Path]] = {}
+    for pair in tqdm(pairs, desc="reference rows", disable=not progress):
+        if pair.source not in done:
+            audio = load_audio(pair.source, converter.sample_rate)
+            mel = converter.frontend(torch.from_numpy(audio))  # (n_mels, T)
+            with torch.inference_mode():
+                resynthesis = converter.vocoder.decode(mel.unsqueeze(0).to(converter.device))[0]
+            resynthesis = resynthesis.float().cpu().numpy()[: audio.size]
+            own_voice = converter.embed_speaker([str(pair.source)])
+            reconstruction = converter.convert(str(pair.source), own_voice).numpy()
+            name = f"{pair.index:05d}_{pair.source.stem}.wav"
+            done[pair.source] = (
+                save_audio(out_dir / "references" / "resynthesis" / name, resynthesis, converter.sample_rate),
+                save_audio(out_dir / "references" / "reconstruction" / name, reconstruction, converter.sample_rate),
+            )
+        outputs["resynthesis"][pair.index], outputs["reconstruction"][pair.index] = done[pair.source]
+    return outputs
 
 
 def _nan_to_none(value):
@@ -450,9 +492,14 @@ def evaluate(
     pitch: str | float | None = None,
     probe: str | Path | None = None,
     progress: bool = True,
+    reference_rows: bool = True,
 ) -> dict:
     """Run the whole evaluation and write pairs.csv, summary.json, report.md and plots into ``out_dir``.
 
+    With ``reference_rows`` and a model (converting here, or ``model`` given with
+    ``converted_dir``), the sources are also resynthesised by the vocoder and reconstructed by the
+    VC model toward their own voice, and judged the same way (``summary["stages"]``), so the loss
+    of the vocoder, of the auto-encoder and of the speaker change can be read apart.
     Returns the summary dictionary (also in summary.json).
     """
     from tqdm import tqdm
@@ -465,21 +512,35 @@ def evaluate(
     probe_results = report.read_probe(probe) if probe else None
     judges = Judges()  # first: a missing judge fails before minutes of conversion
     compute_seconds: dict[int, float] = {}
+    converter = None
+    if converted_dir is None or (reference_rows and model is not None):
+        from voiceconv.api import VoiceConverter
+
+        converter = VoiceConverter.from_pretrained(model, vocoder=vocoder, device=device)
     if converted_dir is not None:
         outputs = resolve_outputs(pairs, Path(converted_dir))
         conversion = {"converted_dir": str(converted_dir)}
     else:
-        outputs, compute_seconds, conversion = convert_pairs(pairs, out_dir, model, vocoder, device, pitch, progress)
+        outputs, compute_seconds, conversion = convert_pairs(pairs, out_dir, model, vocoder, device, pitch, progress,
+                                                             converter=converter)
+    references = reference_outputs(pairs, out_dir, converter, progress) if reference_rows and converter else {}
     rows = [
         score_pair(judges, pair, outputs[pair.index], compute_seconds.get(pair.index))
         for pair in tqdm(pairs, desc="judging", disable=not progress)
     ]
+    stage_rows = {
+        stage: [score_pair(judges, pair, files[pair.index], None)
+                for pair in tqdm(pairs, desc=f"judging {stage}", disable=not progress)]
+        for stage, files in references.items()
+    }
     verification = verification_trials(judges, pairs)
-    for row in rows:
+    for row in [*rows, *(row for group in stage_rows.values() for row in group)]:
         for name in ("output", "source", "ground_truth"):
             score = row[f"sim_{name}"]
             accepted = verification.threshold is not None and math.isfinite(score)
             row[f"accepted_{name}"] = int(score >= verification.threshold) if accepted else ""
+    for stage, group in stage_rows.items():
+        report.write_pairs_csv(out_dir / f"pairs_{stage}.csv", group)
     sets = sorted({row["set"] for row in rows})
     summary = {
         "pairs_csv": str(pairs_csv),
@@ -499,6 +560,10 @@ def evaluate(
                  for name in sets},
         "probe": probe_results,
     }
+    if stage_rows:
+        summary["stages"] = {stage: summarize(group, verification.threshold) for stage, group in stage_rows.items()}
+        summary["stages"]["conversion"] = summary["overall"]
+        summary["stage_descriptions"] = dict(STAGES)
     examples = report.pick_examples(pairs, rows)
     report.write_report(out_dir, summary, rows, verification, examples)
     return summary

@@ -246,6 +246,33 @@ def _results_table(summary: dict) -> list[str]:
     return lines
 
 
+def _stages_table(summary: dict) -> list[str]:
+    """Where the loss happens: the reference rows beside the conversion, same pairs, same judges."""
+    stages, descriptions = summary["stages"], summary.get("stage_descriptions", {})
+
+    def wer(section: dict):
+        value = section["wer"]["output_vs_source_asr"]
+        return value if value is not None else section["wer"]["output"]
+
+    lines = ["## Where the loss happens (reference rows)", "",
+             "The same sources and target references, judged the same way. WER is against the source's own "
+             "pocketsphinx transcript (or the given transcript), so the source itself scores 0 %; each row's "
+             "increase over the row above is what that stage loses.", "",
+             "| row | similarity to target | accepted as target | WER | voicing agreement |", "|---|---|---|---|---|"]
+    previous = None
+    for stage in ("resynthesis", "reconstruction", "conversion"):
+        if stage not in stages:
+            continue
+        section = stages[stage]
+        added = "" if previous is None or wer(section) is None or wer(previous) is None else \
+            f" (+{100 * (wer(section) - wer(previous)):.1f} points)"
+        lines.append(f"| {stage}: {descriptions.get(stage, '')} | {_format(section['similarity']['output'])} | "
+                     f"{_percent(section['acceptance']['output'])} | {_percent(wer(section))}{added} | "
+                     f"{_percent(section['voicing_agreement'])} |")
+        previous = section
+    return lines + [""]
+
+
 def write_markdown(path: Path, summary: dict, rows: list[dict], verification, plots: list[str]) -> None:
     from voiceconv import __version__
 
@@ -286,6 +313,8 @@ def write_markdown(path: Path, summary: dict, rows: list[dict], verification, pl
         sections = sections[:1]
     for title, section in sections:
         lines += [f"## {title} ({section['pairs']} pairs)", "", *_results_table(section), ""]
+    if summary.get("stages"):
+        lines += _stages_table(summary)
     if summary.get("probe"):
         lines += ["## Speaker information probe (`voiceconv probe`)", "",
                   "Accuracy of a classifier predicting the speaker from each representation: high for speaker "

@@ -70,6 +70,9 @@ class ContentEncoder(nn.Module):
         return self.mean(x), logvar, mask
 
 
+LOGVAR_MIN, LOGVAR_MAX = -30.0, 10.0  # exp(0.5 * 10) = 148: any larger noise drowns the code anyway
+
+
 def sample_posterior(mean: torch.Tensor, logvar: torch.Tensor | None) -> torch.Tensor:
     """Reparameterised sample ``mean + exp(logvar / 2) * eps``.
 
@@ -80,12 +83,19 @@ def sample_posterior(mean: torch.Tensor, logvar: torch.Tensor | None) -> torch.T
     """
     if logvar is None:
         return mean
-    return mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
+    # The clamp only bounds the unpenalised log-variance of padded frames (the KL is masked there);
+    # a real frame's KL pushes logvar toward 0, far inside it.
+    return mean + torch.exp(0.5 * logvar.clamp(LOGVAR_MIN, LOGVAR_MAX)) * torch.randn_like(mean)
 
 
 def kl_divergence(mean: torch.Tensor, logvar: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """``0.5 * mean(mu^2 + exp(logvar) - 1 - logvar)`` over channels and real frames; ``mask (B, T')``."""
     mean, logvar = mean.float(), logvar.float()  # exp() of a bf16 log-variance is too coarse
+    if mask is not None:
+        # Padded frames are zeroed *before* exp(): their unconstrained logvar may overflow it to inf,
+        # and inf * 0 (in the value or in the gradient) is NaN.
+        real = mask.unsqueeze(1) > 0  # (B, 1, T')
+        mean, logvar = torch.where(real, mean, 0.0), torch.where(real, logvar, 0.0)
     kl = 0.5 * (mean.pow(2) + torch.exp(logvar) - 1.0 - logvar)  # (B, C, T')
     if mask is None:
         return kl.mean()

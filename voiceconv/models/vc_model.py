@@ -188,11 +188,17 @@ class VCModel(nn.Module):
     # training
 
     def forward(self, mel: torch.Tensor, speaker_ids: torch.Tensor | None = None,
-                mask: torch.Tensor | None = None, step: int = 0) -> dict[str, torch.Tensor]:
+                mask: torch.Tensor | None = None, step: int = 0, content_mel: torch.Tensor | None = None,
+                speaker_mel: torch.Tensor | None = None,
+                speaker_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Reconstruct ``mel (B, n_mels, T)`` (raw log-mel) and return outputs, losses and metrics.
 
         ``speaker_ids (B,)`` feed the adversarial classifier (skipped when None); ``mask (B, T)``
-        marks real frames; ``step`` drives the classifier's reversal schedule. Keys: ``mel_hat``
+        marks real frames; ``step`` drives the classifier's reversal schedule. ``mel`` is always
+        the target. The content encoder reads ``content_mel`` (same shape; e.g. ``mel`` through a
+        noisy channel, for de-noising) and the speaker encoder ``speaker_mel (B, n_mels, T_ref)``
+        with ``speaker_mask (B, T_ref)`` (e.g. another segment of the same speaker); each defaults
+        to ``mel`` itself, as in AdaIN-VC. Keys: ``mel_hat``
         (raw log-mel), ``loss/rec``, ``loss/kl`` (0 without the VAE), plus ``loss/vq_commit`` and
         ``loss/adv`` when those modules exist, and ``metric/*``.
         """
@@ -201,12 +207,24 @@ class VCModel(nn.Module):
             expected = (mel.shape[0], mel.shape[2])
             raise VoiceconvError(f"mask must be (batch, frames) = {expected}, got {tuple(mask.shape)}")
         x = self.normalize(mel)
-        speaker = self.speaker_encoder(x, mask)
-        mean, logvar, content_mask = self.content_encoder(x, mask)
+        if content_mel is not None and content_mel.shape != mel.shape:
+            raise VoiceconvError(f"content_mel must have the target's shape {tuple(mel.shape)}, "
+                                 f"got {tuple(content_mel.shape)}")
+        if speaker_mel is None:
+            speaker = self.speaker_encoder(x, mask)
+        else:
+            self._check_mel(speaker_mel, "speaker_mel")
+            speaker = self.speaker_encoder(self.normalize(speaker_mel), speaker_mask)
+        content_input = x if content_mel is None else self.normalize(content_mel)
+        mean, logvar, content_mask = self.content_encoder(content_input, mask)
         out: dict[str, torch.Tensor] = {}
         if logvar is not None:
             # Sample in training only: evaluation (and validation loss) uses the deterministic mean.
             content = sample_posterior(mean, logvar) if self.training else mean
+            if content_mask is not None:
+                # Padded frames keep the mean: their log-variance has no KL to hold it, and noise there
+                # would leak into real frames through the decoder's convolutions.
+                content = torch.where(content_mask.unsqueeze(1) > 0, content, mean)
             out["loss/kl"] = kl_divergence(mean, logvar, content_mask)
         else:
             content = mean
