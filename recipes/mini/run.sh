@@ -175,7 +175,9 @@ stage_5() {
 }
 
 stage_6() {
-  voiceconv evaluate "$DATA_DIR/eval_pairs.csv" --converted "$RUN_DIR/converted" --out "$RUN_DIR/eval" --quiet
+  # --model/--vocoder add the reference rows (vocoder resynthesis, self-reconstruction) beside the conversion.
+  voiceconv evaluate "$DATA_DIR/eval_pairs.csv" --converted "$RUN_DIR/converted" --out "$RUN_DIR/eval" \
+    --model "$(model_dir "$RUN_DIR")" --vocoder "$(vocoder_dir)" "${device_args[@]}" --quiet
   echo "report: $RUN_DIR/eval/report.md"
 }
 
