@@ -204,6 +204,22 @@ class VoiceConverter:
             )
         return np.ascontiguousarray(audio, dtype=np.float32), source.name
 
+    def blend_speakers(self, weights, name: str = "") -> Speaker:
+        """A new voice between others: ``{speaker: weight, ...}`` or ``[(speaker, weight), ...]``.
+
+        Each speaker is a :class:`Speaker`, a ``.spk`` path or reference clip paths (embedded here);
+        weights are >= 0 and sum to 1. See :meth:`Speaker.blend`.
+        """
+        items = list(weights.items()) if isinstance(weights, dict) else list(weights)
+        resolved = []
+        for voice, weight in items:
+            is_spk = isinstance(voice, (str, os.PathLike)) and Path(voice).suffix.lower() == SPEAKER_SUFFIX
+            if isinstance(voice, Speaker) or is_spk:
+                resolved.append((self.load_speaker(voice), weight))
+            else:
+                resolved.append((self.embed_speaker(voice), weight))
+        return Speaker.blend(resolved, name=name)
+
     def load_speaker(self, speaker) -> Speaker:
         """A :class:`Speaker`, a ``.spk`` path or a bare ``(D,)`` vector, checked against this model."""
         where = "speaker"

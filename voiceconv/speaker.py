@@ -41,7 +41,7 @@ class SpeakerMismatchError(VoiceconvError):
     """A speaker was embedded by a different model than the one converting."""
 
 
-@dataclass
+@dataclass(eq=False)  # identity equality and hashing, so a Speaker can key a blend's weights
 class Speaker:
     """A target voice: ``embedding (D,)`` float32 plus pitch statistics and provenance.
 
@@ -91,6 +91,45 @@ class Speaker:
         pitch = f"mean F0 {self.f0_hz:.0f} Hz" if self.has_pitch else "no pitch statistics"
         return (f"speaker '{self.name or 'unnamed'}': {self.n_clips} clip(s), {self.seconds:.1f} s of speech, "
                 f"{pitch}, D={self.dim}")
+
+    # ---- blending -------------------------------------------------------------------------------
+
+    @staticmethod
+    def blend(weighted: list[tuple[Speaker, float]], name: str = "") -> Speaker:
+        """A new voice: the weighted mean of the speakers' vectors (weights >= 0 summing to 1).
+
+        The speaker vector is the code AdaIN-VC's decoder reads, so points between two voices are
+        voices in between. Pitch statistics blend the same way (over the speakers that have them),
+        so ``pitch="auto"`` aims between the voices' registers. All speakers must come from the
+        same model. Raises :class:`VoiceconvError` on bad weights.
+        """
+        if not weighted:
+            raise VoiceconvError("a blend needs at least one voice with a weight, e.g. {voice_a: 0.5, voice_b: 0.5}")
+        weights = [float(weight) for _, weight in weighted]
+        if any(not math.isfinite(weight) or weight < 0 for weight in weights):
+            raise VoiceconvError(f"blend weights must be zero or positive, got {weights}; a negative weight would "
+                                 "extrapolate past a voice, not blend it")
+        if abs(sum(weights) - 1.0) > 1e-4:
+            raise VoiceconvError(f"blend weights must sum to 1, got {weights} (sum {sum(weights):.4g}); e.g. 0.7 and "
+                                 "0.3 for a voice mostly like the first")
+        speakers = [speaker for speaker, _ in weighted]
+        dims = {speaker.dim for speaker in speakers}
+        models = {speaker.model_sha256 for speaker in speakers if speaker.model_sha256}
+        if len(dims) > 1 or len(models) > 1:
+            raise SpeakerMismatchError("the voices of a blend were embedded by different models; embed them all "
+                                       "with the model that will convert")
+        embedding = sum(weight * speaker.embedding for speaker, weight in zip(speakers, weights))
+        pitched = [(speaker, weight) for speaker, weight in zip(speakers, weights) if speaker.has_pitch and weight > 0]
+        total = sum(weight for _, weight in pitched)
+        f0_mean = sum(w * s.log_f0_mean for s, w in pitched) / total if pitched else math.nan
+        f0_std = sum(w * s.log_f0_std for s, w in pitched) / total if pitched else math.nan
+        label = name or " + ".join(f"{weight:g} {speaker.name or 'voice'}"
+                                   for speaker, weight in zip(speakers, weights))
+        return Speaker(embedding=embedding, log_f0_mean=f0_mean, log_f0_std=f0_std,
+                       n_clips=sum(speaker.n_clips for speaker in speakers),
+                       seconds=sum(speaker.seconds for speaker in speakers),
+                       voiced_seconds=sum(speaker.voiced_seconds for speaker in speakers),
+                       model_sha256=next(iter(models), ""), name=label)
 
     # ---- files ----------------------------------------------------------------------------------
 
