@@ -89,7 +89,7 @@ def run_condition(condition: str, pairs, converter, out_dir: Path, transcripts: 
             speakers[key] = converter.embed_speaker([str(ref) for ref in refs])
         name = f"{pair.index:05d}_{pair.source.stem}.wav"
         save_audio(work / "converted" / name, converter.convert(str(source), speakers[key]), converter.sample_rate)
-        rows.append({"source": str(source), "target": ";".join(str(ref) for ref in pair.targets),
+        rows.append({"source": str(source.resolve()), "target": ";".join(str(ref.resolve()) for ref in pair.targets),
                      "target_speaker": pair.target_speaker, "set": pair.set, "output": name,
                      "transcript": transcripts.get(pair.source, "")})
     pairs_csv = work / "pairs.csv"

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from voiceconv import checkpoint
 from voiceconv.checkpoint import (
     FORMAT_VERSION,
     atomic_write_text,
