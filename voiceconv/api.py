@@ -33,12 +33,14 @@ from voiceconv.audio import SILENCE_PEAK, trim_silence
 from voiceconv.chunking import MIN_SOURCE_SECONDS, ChunkPlan, ConversionEngine, SourceAudio, check_source
 from voiceconv.errors import AudioError, CheckpointError, VoiceconvError
 from voiceconv.features import MelSpectrogram
+from voiceconv.input_check import InputCheck, InputReport
 from voiceconv.pitch import F0Stats, auto_semitones, parse_pitch
 from voiceconv.speaker import SPEAKER_SUFFIX, Speaker
 
 log = logging.getLogger(__name__)
 
 MIN_REFERENCE_SECONDS = 0.5  # of speech after trimming silence: shorter clips give erratic speaker vectors
+MAX_CHECK_SECONDS = 23.0  # the input check scores this much of a clip: enough for a verdict, bounded cost
 MAX_REFERENCE_SECONDS = 120.0  # a reference is read up to this long; more adds nothing to a mean vector
 GRIFFIN_LIM_NAMES = ("griffin-lim", "griffin_lim", "griffinlim", "gl")
 OUTPUT_FORMATS = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16"), ".ogg": ("OGG", "VORBIS"),
@@ -64,6 +66,8 @@ class VoiceConverter:
         self.plan = plan or ChunkPlan()
         self.frontend = MelSpectrogram(model.mel_config)
         self._model_sha256: str | None = None
+        # Calibration of the input check (voiceconv.input_check); None: the model ships without one.
+        self.input_check: InputCheck | None = None
 
     # ---- construction ---------------------------------------------------------------------------
 
@@ -121,7 +125,9 @@ class VoiceConverter:
             voc = vocoder
         else:
             raise VoiceconvError(f"vocoder must be None, a directory, a Vocoder or 'griffin-lim'; got {vocoder!r}")
-        return cls(model, voc, device=device)
+        converter = cls(model, voc, device=device)
+        converter.input_check = InputCheck.load(model_dir)
+        return converter
 
     # ---- properties -----------------------------------------------------------------------------
 
@@ -273,6 +279,32 @@ class VoiceConverter:
         return float(pitch or 0.0)
 
     # ---- offline conversion ---------------------------------------------------------------------
+
+    def check_input(self, clip, source_rate: int | None = None) -> InputReport | None:
+        """Out-of-domain score of a source or reference clip (:mod:`voiceconv.input_check`).
+
+        ``clip``: a path, an array at the model rate, or ``(rate, array)``. Returns an
+        :class:`~voiceconv.input_check.InputReport` whose ``warning`` is a sentence for the user
+        when the clip is unlike the training speech, or None when the model has no calibration.
+        Only the first ~23 s are scored; leading and trailing silence is trimmed first.
+        """
+        if self.input_check is None:
+            return None
+        limit = int(MAX_CHECK_SECONDS * self.sample_rate)
+        blocks, total = [], 0
+        try:
+            for block in SourceAudio(clip, self.sample_rate, source_rate, min_seconds=0.0).blocks():
+                blocks.append(block)  # block by block: a one-hour file is never read whole
+                total += block.size
+                if total >= limit:
+                    break
+        except AudioError:
+            return None  # unreadable or silent: advisory only; conversion reports the error itself
+        audio = trim_silence(np.concatenate(blocks)[:limit] if blocks else np.zeros(1, np.float32), self.sample_rate)
+        if audio.size < self.mel_config.hop_length * 8:
+            return None  # too short to judge; conversion itself reports clips that are too short
+        mel = self.frontend(torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)))  # (n_mels, T)
+        return self.input_check.check(self.model, mel)
 
     def check_source(self, source, source_rate: int | None = None) -> None:
         """Validate a source as :meth:`convert` would (readable, long enough, finite, not silent).

@@ -47,7 +47,7 @@ from voiceconv.speaker import SPEAKER_SUFFIX
 
 log = logging.getLogger(__name__)
 
-REPORT_FIELDS = ["row", "source", "target", "output", "status", "reason", "audio_seconds", "seconds"]
+REPORT_FIELDS = ["row", "source", "target", "output", "status", "reason", "audio_seconds", "seconds", "warning"]
 JOURNAL_FIELDS = ["time", "run", "row", "status", "output", "audio_seconds", "seconds", "reason"]
 LENGTH_TOLERANCE = 256  # samples: an existing output within one hop of the expected length is complete
 
@@ -81,6 +81,7 @@ class Result:
     reason: str = ""
     audio_seconds: float = 0.0
     seconds: float = 0.0
+    warning: str = ""  # the input check's warning about the source (voiceconv.input_check), if any
 
 
 @dataclass
@@ -293,7 +294,9 @@ def _convert(row: Row, speaker, pitch, overwrite: bool, vc=None) -> Result:
     try:
         path = vc.convert_to_file(row.source_path, speaker, row.output_path, pitch=pitch, overwrite=overwrite)
         frames = sf.info(str(path)).frames
-        return Result(row.index, "ok", "", frames / vc.sample_rate, time.perf_counter() - start)
+        report = vc.check_input(row.source_path)
+        warning = f"source: {report.warning}" if report is not None and report.warning else ""
+        return Result(row.index, "ok", "", frames / vc.sample_rate, time.perf_counter() - start, warning)
     except Exception as error:  # a bad row fails alone; the batch goes on
         return Result(row.index, "failed", _one_line(error), 0.0, time.perf_counter() - start)
 
@@ -485,5 +488,5 @@ def _write_report(path: Path, rows: list[Row], results: list[Result]) -> None:
     writer.writerow(REPORT_FIELDS)
     for row, result in zip(rows, results):
         writer.writerow([row.index, row.source, row.target, row.output_path or row.output_name, result.status,
-                         result.reason, f"{result.audio_seconds:.3f}", f"{result.seconds:.3f}"])
+                         result.reason, f"{result.audio_seconds:.3f}", f"{result.seconds:.3f}", result.warning])
     atomic_write_text(path, buffer.getvalue())

@@ -57,4 +57,8 @@ def run(args) -> int:
     print(f"{prefix}{summary.count('ok')} converted, "
           f"{summary.count('skipped')} skipped (already complete), {summary.failed} failed; "
           f"report: {summary.report_path}")
+    warned = [result for result in summary.results if result.warning]
+    if warned:
+        print(f"{prefix}warning: {len(warned)} source(s) sound unlike the speech the model knows (the 'warning' "
+              f"column of {summary.report_path}); their results will probably be poor", file=sys.stderr)
     return 1 if summary.failed else 0

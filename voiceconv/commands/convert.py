@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -72,6 +73,12 @@ def run(args) -> int:
     # Every source is checked before the target is embedded: a bad source fails in seconds.
     for source in args.sources:
         vc.check_source(source)
+    # The input check only warns: the conversion still runs (voiceconv.input_check).
+    for kind, clip in [*(("source", s) for s in args.sources), *(("reference", r) for r in args.target or [])]:
+        report = vc.check_input(clip)
+        if report is not None and report.warning:
+            print(f"warning: {kind} {clip}: {report.warning} (input-check score {report.score:.1f}, "
+                  f"threshold {report.threshold:.1f})", file=sys.stderr)
     speaker = vc.load_speaker(args.speaker) if args.speaker else vc.embed_speaker(args.target)
     print(f"target: {speaker.describe()}")
     for source, path in zip(args.sources, paths):
