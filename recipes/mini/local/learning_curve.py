@@ -1,0 +1,78 @@
+"""Learning curve: judge similarity, acceptance and WER of `voiceconv evaluate` runs against training steps.
+
+    python recipes/mini/local/learning_curve.py --out docs/learning_curve \
+        "shipped v1 (round 1):0:exp/mini/eval_v1" "round 2:1000:exp/mini/curve_eval/step_0001000" ...
+
+Each argument is ``LABEL:STEP:EVAL_DIR`` (a folder with the summary.json that `voiceconv evaluate`
+writes). Runs with the same LABEL form one line; STEP counts from that line's warm start, plus
+``--offset LABEL=N`` to place a warm-started line after its parent's steps. Writes ``OUT.md`` (a
+table) and ``OUT.png`` (similarity and WER against steps), so that the next training step can be
+chosen from the curve.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def read_point(eval_dir: Path) -> dict:
+    summary = json.loads((eval_dir / "summary.json").read_text())
+    overall = summary["overall"]
+    wer = overall["wer"]["output"] if overall["wer"]["output"] is not None else overall["wer"]["output_vs_source_asr"]
+    return {"similarity": overall["similarity"]["output"], "source": overall["similarity"]["source"],
+            "accepted": overall["acceptance"]["output"], "wer": wer}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("points", nargs="+", help="LABEL:STEP:EVAL_DIR")
+    parser.add_argument("--offset", action="append", default=[], help="LABEL=N: add N to that line's steps")
+    parser.add_argument("--out", required=True, help="output path without extension (.md and .png are written)")
+    parser.add_argument("--note", default="", help="a sentence printed under the table (data, compute)")
+    args = parser.parse_args()
+    offsets = {label: int(n) for label, n in (item.rsplit("=", 1) for item in args.offset)}
+    lines: dict[str, list[tuple[int, dict, str]]] = {}
+    for item in args.points:
+        label, step, eval_dir = item.rsplit(":", 2)
+        point = read_point(Path(eval_dir))
+        lines.setdefault(label, []).append((int(step) + offsets.get(label, 0), point, eval_dir))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rows = ["| run | total steps | judge similarity | accepted at EER | WER vs source ASR | evaluation |",
+            "|---|---|---|---|---|---|"]
+    for label, points in lines.items():
+        for step, point, eval_dir in sorted(points, key=lambda p: p[0]):
+            rows.append(f"| {label} | {step} | {point['similarity']:.3f} | {100 * (point['accepted'] or 0):.1f}% | "
+                        f"{100 * point['wer']:.1f}% | `{eval_dir}` |")
+    text = "\n".join(rows) + "\n" + (f"\n{args.note}\n" if args.note else "")
+    out.with_suffix(".md").write_text(text)
+    print(text)
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for label, points in lines.items():
+        points = sorted(points, key=lambda p: p[0])
+        steps = [p[0] for p in points]
+        left.plot(steps, [p[1]["similarity"] for p in points], "o-", label=label)
+        right.plot(steps, [100 * p[1]["wer"] for p in points], "o-", label=label)
+    left.axhline(0.75, color="grey", linestyle=":", label="issue 12 target (0.75)")
+    right.axhline(35, color="grey", linestyle=":", label="issue 12 target (35 %)")
+    left.set(xlabel="training steps (batch x segment differ by round; see the table)",
+             ylabel="Resemblyzer similarity to target", title="Speaker similarity (higher is better)")
+    right.set(xlabel="training steps", ylabel="WER vs source ASR (%)", title="Words lost (lower is better)")
+    for axis in (left, right):
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out.with_suffix(".png"), dpi=100)
+    print(f"wrote {out.with_suffix('.md')} and {out.with_suffix('.png')}")
+
+
+if __name__ == "__main__":
+    main()
