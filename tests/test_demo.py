@@ -118,9 +118,9 @@ def server(demo_env):
 
 
 def convert(client: Client, source, *, target_mode="gallery", voice="librispeech_196", pitch="auto",
-            semitones=0, vocoder="neural", model="bundle"):
-    return client.predict(handle_file(str(source)), target_mode, voice, pitch, semitones, vocoder, model,
-                          api_name="/convert")
+            semitones=0, vocoder="neural", model="bundle", blend="none", blend_weight=0.5):
+    return client.predict(handle_file(str(source)), target_mode, voice, pitch, semitones, vocoder, model, blend,
+                          blend_weight, api_name="/convert")
 
 
 def audio_seconds(path) -> float:
@@ -208,6 +208,7 @@ def test_convert_returns_audio_similarity_time_and_figure(server, vocoder):
     audio, rate = sf.read(result, dtype="float32")
     assert rate == MODEL_RATE and np.isfinite(audio).all() and np.abs(audio).max() > 0
     assert "| **result** |" in info and "| source (before conversion) |" in info
+    assert "Target: **Male voice B (LibriSpeech speaker 196)**" in info
     assert "Processing time:" in info and "real-time factor" in info
     assert ("Griffin-Lim" in info) == (vocoder == "griffin-lim")  # the page says which vocoder made it
     assert plot["type"] == "matplotlib" and plot["plot"].startswith("data:image/")
@@ -266,7 +267,7 @@ def test_queue_runs_one_conversion_at_a_time(server, monkeypatch):
     monkeypatch.setattr(backend, "convert", counting)
     client = Client(server.url, verbose=False)
     jobs = [client.submit(handle_file(str(server.clips.source)), "gallery", "librispeech_196", "off", 0,
-                          "griffin-lim", "bundle", api_name="/convert") for _ in range(3)]
+                          "griffin-lim", "bundle", "none", 0.5, api_name="/convert") for _ in range(3)]
     results = [job.result(timeout=120) for job in jobs]
     assert len(results) == 3 and all(audio_seconds(r[0]) == pytest.approx(SOURCE_SECONDS, abs=0.02) for r in results)
     assert overlap[0] == 1
@@ -334,7 +335,7 @@ def test_only_uploads_and_the_gallery_are_served(server, monkeypatch):
     original = demo_app.load_clip
     monkeypatch.setattr(demo_app, "load_clip", lambda path, *a, **k: opened.append(path) or original(path, *a, **k))
     payload = [{"path": str(server.clips.source), "meta": {"_type": "gradio.FileData"}}, "gallery",
-               "librispeech_196", "auto", 0, "neural", "bundle"]
+               "librispeech_196", "auto", 0, "neural", "bundle", "none", 0.5]
     event = httpx.post(server.url + "gradio_api/call/convert", json={"data": payload}).json()["event_id"]
     stream = httpx.get(server.url + f"gradio_api/call/convert/{event}", timeout=60).text
     assert "event: error" in stream and opened == []
@@ -419,13 +420,20 @@ def test_config_rejects_impossible_limits():
         DemoConfig(concurrency_limit=0)
 
 
-def test_result_text_reports_vocoder_and_unmeasurable_similarity():
-    from voiceconv.demo_app import ConversionResult, result_markdown
+def result_with(similarity, **changes):
+    """A ConversionResult for unit tests of the page text (no model needed)."""
+    from voiceconv.demo_app import ConversionResult
 
-    result = ConversionResult(audio=np.zeros(10, np.float32), sample_rate=22050, figure=None,
-                              similarity_result=float("nan"), similarity_source=0.25, seconds_convert=0.5,
-                              seconds_total=0.8, source_seconds=2.0, neural_vocoder=True, vocoder_fallback=False,
-                              model="m", target="t")
+    fields = dict(audio=np.zeros(10, np.float32), sample_rate=22050, figure=None, similarity=similarity,
+                  seconds_convert=0.5, seconds_total=0.8, source_seconds=2.0, neural_vocoder=True,
+                  vocoder_fallback=False, model="m", target="t")
+    return ConversionResult(**{**fields, **changes})
+
+
+def test_result_text_reports_vocoder_and_unmeasurable_similarity():
+    from voiceconv.demo_app import OWN, Similarity, result_markdown
+
+    result = result_with(Similarity(OWN, ["t"], [float("nan")], [0.25]))
     text = result_markdown(result)
     assert "| **result** | **n/a** |" in text and "| source (before conversion) | 0.250 |" in text
     assert "real-time factor 0.25" in text and "Griffin-Lim" not in text
@@ -436,9 +444,242 @@ def test_result_text_reports_vocoder_and_unmeasurable_similarity():
 
 
 def test_similarity_of_a_silent_result_is_not_an_error(server):
+    """Neither the model's own encoder nor the judge fails on a clip with nothing to embed: NaN, shown as n/a."""
     from voiceconv.demo_app import _similarity
 
     converter = server.backend.converter(None, None)
     speaker = server.backend.gallery_speaker(server.model, server.backend.gallery[0])
     assert np.isnan(_similarity(converter, np.zeros(MODEL_RATE, np.float32), speaker))
     assert -1.0 <= _similarity(converter, synthetic_voice(seconds=1.0, sr=MODEL_RATE), speaker) <= 1.0
+
+
+# ---------------------------------------------------------------------------------------------------
+# issue 16: a similarity the visitor can trust
+
+
+def toy_calibration():
+    from voiceconv.similarity_calibration import SimilarityCalibration
+
+    rng = np.random.default_rng(0)
+    return SimilarityCalibration.from_cosines(rng.uniform(0.90, 1.0, 500), rng.uniform(0.6, 0.9, 500),
+                                              method="toy", data={"speakers": 12})
+
+
+def test_similarity_text_names_the_measure_and_how_to_read_it():
+    """Judge, calibrated own encoder and raw own encoder each get their own label; none looks like the others."""
+    from voiceconv.demo_app import CALIBRATED, JUDGE, OWN, Similarity, result_markdown
+
+    judge = result_markdown(result_with(Similarity(JUDGE, ["t"], [0.712], [0.55])))
+    assert "| speaker similarity to the target | Resemblyzer cosine |" in judge
+    assert "| **result** | **0.712** |" in judge and "| source (before conversion) | 0.550 |" in judge
+    assert "independent speaker-verification model (Resemblyzer), not the converter's own encoder" in judge
+    assert "same speaker score 0.81 or more at the equal-error-rate threshold (EER 1.7 %" in judge
+    assert "the shipped model's conversions average 0.69 and unconverted sources 0.57" in judge
+    assert "uncalibrated" not in judge and "same-speaker pairs are" not in judge
+
+    calibration = toy_calibration()
+    calibrated = result_markdown(result_with(Similarity(CALIBRATED, ["t"], [0.95], [0.75], calibration)))
+    same, different = calibration.share_below(0.95)
+    assert 0.4 < same < 0.6 and different == 1.0
+    assert "| own-encoder cosine | closer than real same-speaker pairs |" in calibrated
+    assert f"| **result** | **0.950** | **{100 * same:.0f} %** |" in calibrated
+    assert (f"the result is closer to the target than {100 * same:.0f} % of real same-speaker pairs are "
+            "(and than 100 % of different-speaker pairs)") in calibrated
+    assert "the source, before conversion, was closer to the target than 0 % of real same-speaker pairs" in calibrated
+    assert "12 training speakers" in calibrated and "Resemblyzer cosine" not in calibrated
+
+    raw = result_markdown(result_with(Similarity(OWN, ["t"], [0.99], [0.9])))
+    assert "| own-encoder cosine (uncalibrated) |" in raw
+    assert "Uncalibrated: measured with the converter's own speaker encoder" in raw
+    assert "not comparable across models" in raw and "same-speaker pairs" not in raw
+    for text in (judge, calibrated, raw):
+        assert "Display only: it does not change the conversion." in text
+
+    # A blend gets a column per voice, named after it.
+    blend = result_markdown(result_with(Similarity(JUDGE, ["A (50 %)", "B (50 %)"], [0.6, float("nan")],
+                                                   [0.5, 0.4]), target="a blend of 50 % A and 50 % B"))
+    assert "| speaker similarity to the target (Resemblyzer cosine) | to A (50 %) | to B (50 %) |" in blend
+    assert "| **result** | **0.600** | **n/a** |" in blend and "Target: **a blend of 50 % A and 50 % B**" in blend
+
+
+def test_backend_uses_the_judge_else_the_calibration_else_the_raw_score(tmp_path, demo_env, monkeypatch):
+    """Which measure a conversion gets, with the judge importable or not and a calibration file or none."""
+    import voiceconv.demo_app as demo_app
+    from voiceconv.checkpoint import read_config
+    from voiceconv.similarity_calibration import SimilarityCalibration
+
+    bundle = make_bundle(tmp_path / "bundle", neural_vocoder=False)
+    clips = write_clips(tmp_path / "clips")
+    monkeypatch.setattr(demo_app, "judge_available", lambda: False)
+    raw = demo_app.DemoBackend(demo_app.DemoConfig(models=[str(bundle)]))
+    assert raw.calibrations == {"bundle": None} and raw.speaker_judge() is None
+    result = raw.convert(str(clips.source), raw.gallery[0])
+    assert result.similarity.method == demo_app.OWN and -1 <= result.similarity.result[0] <= 1
+
+    calibration = toy_calibration()
+    calibration.model_file_sha256 = "0" * 64  # made for other weights: ignored, with a log line
+    calibration.save(bundle / "vc")
+    assert demo_app.DemoBackend(demo_app.DemoConfig(models=[str(bundle)])).calibrations == {"bundle": None}
+    calibration.model_file_sha256 = read_config(bundle / "vc")["sha256"]
+    calibration.save(bundle / "vc")
+    calibrated = demo_app.DemoBackend(demo_app.DemoConfig(models=[str(bundle)]))
+    assert SimilarityCalibration.load(bundle / "vc").same == pytest.approx(calibration.same)
+    result = calibrated.convert(str(clips.source), calibrated.gallery[0])
+    assert result.similarity.method == demo_app.CALIBRATED and result.similarity.calibration is not None
+    assert "same-speaker pairs" in demo_app.result_markdown(result)
+    (bundle / "vc" / "similarity_calibration.json").write_text("{not json")  # unusable: shown uncalibrated
+    assert demo_app.DemoBackend(demo_app.DemoConfig(models=[str(bundle)])).calibrations == {"bundle": None}
+
+    # With a judge (a stand-in, so the test does not depend on the [eval] extra) the judge wins, and a
+    # judge that fails on a clip gives n/a, never a failed conversion.
+    class Judge:
+        def __init__(self, fail: bool):
+            self.fail, self.calls = fail, 0
+
+        def embed(self, audio):
+            self.calls += 1
+            if self.fail:
+                raise RuntimeError("judge exploded")
+            spectrum = np.abs(np.fft.rfft(audio[:16000], 512))[:256]
+            return spectrum / np.linalg.norm(spectrum)
+
+    calibrated._judge = Judge(fail=False)
+    result = calibrated.convert(str(clips.source), calibrated.gallery[0])
+    assert result.similarity.method == demo_app.JUDGE and 0 < result.similarity.result[0] <= 1
+    calls = calibrated._judge.calls
+    calibrated.convert(str(clips.source), calibrated.gallery[0])
+    assert calibrated._judge.calls - calls == 2, "the gallery clip's judge embedding was not kept"
+    calibrated._judge = Judge(fail=True)
+    calibrated._gallery_notes.clear()
+    result = calibrated.convert(str(clips.source), calibrated.gallery[0])
+    assert result.audio.size and np.isnan(result.similarity.result[0])
+    assert "| **result** | **n/a** |" in demo_app.result_markdown(result)
+
+
+def test_judge_is_loaded_once_and_never_fails_the_page(tmp_path, demo_env, monkeypatch):
+    """The real Resemblyzer judge when it is installed: loaded on first use, once per backend."""
+    import voiceconv.demo_app as demo_app
+
+    if not demo_app.judge_available():
+        pytest.skip("the Resemblyzer judge ([eval] extra) is not installed")
+    loads = []
+    from voiceconv.evaluation import judges
+
+    original = judges.SpeakerJudge.__init__
+    monkeypatch.setattr(judges.SpeakerJudge, "__init__", lambda self: loads.append(1) or original(self))
+    backend = demo_app.DemoBackend(demo_app.DemoConfig(models=[str(make_bundle(tmp_path / "b", False))]))
+    assert loads == []  # lazily: nothing at start-up
+    clips = write_clips(tmp_path / "clips")
+    for _ in range(2):
+        result = backend.convert(str(clips.source), backend.gallery[0])
+        assert result.similarity.method == demo_app.JUDGE
+    assert loads == [1]
+    assert all(-1 <= value <= 1 for value in result.similarity.result + result.similarity.source)
+    assert "independent speaker-verification model (Resemblyzer)" in demo_app.result_markdown(result)
+
+
+def test_similarity_calibration_from_corpus_spans(tmp_path):
+    """pair_cosines draws same-speaker pairs from two spans of one speaker and different-speaker pairs
+    across speakers; the saved quantiles round-trip and rank a cosine among them."""
+    from voiceconv.errors import CheckpointError
+    from voiceconv.similarity_calibration import FILE_NAME, SimilarityCalibration, pair_cosines
+
+    rng = np.random.default_rng(0)
+    voices = {"a": rng.normal(size=8), "b": rng.normal(size=8), "c": rng.normal(size=8)}
+    utterances = [SimpleNamespace(speaker=s, n_frames=n) for s, n in
+                  [("a", 600), ("a", 300), ("b", 400), ("c", 200)]]  # c: one utterance, two 1 s halves fit
+    spans = []
+
+    class Corpus:
+        mel_config = SimpleNamespace(sample_rate=22050, hop_length=256)
+
+        def __init__(self):
+            self.utterances = utterances
+
+        def indices_for(self, speakers):
+            return [i for i, u in enumerate(utterances) if u.speaker in speakers]
+
+        def mel(self, index, start, length):
+            assert 0 <= start and start + length <= utterances[index].n_frames and length >= 86
+            spans.append((index, start, length))
+            noise = np.random.default_rng(len(spans)).normal(scale=0.3, size=8)
+            return np.tile((voices[utterances[index].speaker] + noise)[:, None], (1, length))  # (n_mels, T)
+
+    same, different = pair_cosines(Corpus(), lambda mel: mel[:, 0], ["a", "b", "c"], n_pairs=40, seed=1)
+    assert len(same) == len(different) == 40
+    assert np.mean(same) > 0.8 > np.mean(different)
+    assert {index for index, _, _ in spans} == {0, 1, 2, 3}
+    calibration = SimilarityCalibration.from_cosines(same, different, method="test", data={"speakers": 3})
+    assert calibration.same.size == 101 and np.all(np.diff(calibration.same) >= 0)
+    calibration.save(tmp_path)
+    loaded = SimilarityCalibration.load(tmp_path)
+    assert loaded.same == pytest.approx(calibration.same, abs=1e-6) and loaded.data == {"speakers": 3}
+    assert loaded.share_below(2.0) == (1.0, 1.0) and loaded.share_below(-2.0) == (0.0, 0.0)
+    assert np.isnan(loaded.share_below(float("nan"))[0])
+    assert "closer to the target than 100 % of real same-speaker pairs are" in loaded.describe(1.0)
+    assert SimilarityCalibration.load(tmp_path / "absent") is None
+    (tmp_path / FILE_NAME).write_text('{"format": "something else"}')
+    with pytest.raises(CheckpointError, match="cannot read the similarity calibration"):
+        SimilarityCalibration.load(tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------------
+# issue 14: input-check warnings and voice blending in the page
+
+
+def test_input_check_warning_reaches_the_page(server, monkeypatch):
+    """A source (and reference) the input check flags converts anyway, with the warning at the top of the text."""
+    from voiceconv.input_check import InputCheck
+
+    converters = server.backend.converters[server.model].values()
+    model = next(iter(converters)).model
+    bank = torch.nn.functional.normalize(torch.randn(4, model.speaker_dim), dim=1)
+    for converter in converters:  # threshold -inf: every clip is "unlike the training speech"
+        monkeypatch.setattr(converter, "input_check", InputCheck(torch.zeros(3), torch.ones(3), -np.inf, bank))
+    client = Client(server.url, verbose=False)
+    result, info, _ = convert(client, server.clips.source, voice="librispeech_1116")
+    assert audio_seconds(result) == pytest.approx(SOURCE_SECONDS, abs=0.02)  # a warning, not a refusal
+    assert info.startswith("**Warning:** the source ")
+    assert "the result will probably be poor: use a clean recording of one person speaking." in info
+    assert "**Warning:** the reference clip of Female voice B (LibriSpeech speaker 1116) " in info
+
+    monkeypatch.setattr(type(next(iter(converters))), "check_input", lambda self, clip, source_rate=None: None)
+    _, info, _ = convert(client, server.clips.source, voice="librispeech_1116")
+    assert "Warning" not in info
+
+
+def test_blend_of_two_gallery_voices(server):
+    """A 50/50 blend converts, names the blend and measures against each voice; the old 7-argument call
+    (no blend inputs, as benchmarks/demo_load.py makes it) still works and blends nothing."""
+    from voiceconv.speaker import Speaker
+
+    client = Client(server.url, verbose=False)
+    result, info, plot = convert(client, server.clips.source, voice="librispeech_2136", blend="librispeech_1898",
+                                 blend_weight=0.5, pitch="off")
+    assert audio_seconds(result) == pytest.approx(SOURCE_SECONDS, abs=0.02)
+    audio, _ = sf.read(result, dtype="float32")
+    assert np.isfinite(audio).all() and np.abs(audio).max() > 0
+    assert ("Target: **a blend of 50 % Male voice A (LibriSpeech speaker 2136) and 50 % Female voice A "
+            "(LibriSpeech speaker 1898)**") in info
+    assert "| to Male voice A (LibriSpeech speaker 2136) (50 %) | to Female voice A (LibriSpeech speaker 1898) " \
+           "(50 %) |" in info
+    assert plot["type"] == "matplotlib"
+
+    backend = server.backend
+    male, female = backend.gallery_voice("librispeech_2136"), backend.gallery_voice("librispeech_1898")
+    voices, weights, speaker, _ = backend.blended(server.model, male, (female, 0.25))
+    assert weights == [0.75, 0.25] and len(voices) == 2
+    expected = Speaker.blend([(backend.gallery_speaker(server.model, male), 0.75),
+                              (backend.gallery_speaker(server.model, female), 0.25)])
+    assert torch.allclose(speaker.embedding, expected.embedding)
+    assert backend.blended(server.model, male, (female, 0.0))[3] == male.label  # weight 0: the first voice
+    assert backend.blended(server.model, male, (female, 1.0))[3] == female.label  # weight 1: the second alone
+    assert backend.blended(server.model, male, (male, 0.5))[3] == male.label  # a voice with itself
+
+    old, old_info, _ = client.predict(handle_file(str(server.clips.source)), "gallery", "librispeech_196", "off", 0,
+                                      "neural", "bundle", api_name="/convert")
+    assert audio_seconds(old) == pytest.approx(SOURCE_SECONDS, abs=0.02) and "blend" not in old_info
+    with pytest.raises(AppError, match="1.5 is greater than maximum value 1"):  # the slider's own check
+        convert(client, server.clips.source, blend="librispeech_1898", blend_weight=1.5)
+    with pytest.raises(Exception, match="Blend weight: -0.5 is outside 0-1"):  # and the backend's
+        backend.blended(server.model, male, (female, -0.5))

@@ -1,10 +1,11 @@
 """The Gradio web demo: a thin layer over :class:`voiceconv.api.VoiceConverter`.
 
 Start it with ``voiceconv demo`` (or ``python demo/app.py``); both call :func:`launch`. The page
-lets a visitor upload or record a source, pick a bundled gallery voice or their own reference
-clips as the target, and get the converted audio back with mel spectrograms, speaker similarity
-and timing. All model work is ``VoiceConverter.embed_speaker`` / ``.convert``; this module only
-validates input, caches speaker embeddings, draws figures and wires the UI.
+lets a visitor upload or record a source, pick a bundled gallery voice (or a blend of two) or
+their own reference clips as the target, and get the converted audio back with mel spectrograms,
+speaker similarity, input-check warnings and timing. All model work is
+``VoiceConverter.embed_speaker`` / ``.convert`` / ``.check_input``; this module only validates
+input, caches speaker embeddings, measures similarity for display, draws figures and wires the UI.
 
 Design choices, each for a reason:
 
@@ -15,12 +16,18 @@ Design choices, each for a reason:
   parallel conversions are each slower than two in a row.
 - Every bad input becomes a ``gr.Error`` with a sentence that says what to do; no traceback
   reaches the page.
+- The similarity shown is one a visitor can read: the independent Resemblyzer judge when it is
+  installed (with the measured threshold and averages to compare against), else the model's own
+  encoder ranked among real pairs (``similarity_calibration.json`` beside the model), else the raw
+  own cosine, labelled as uncalibrated. The model's own cosine alone rates nearly every conversion
+  0.98-0.99. Similarity is display only: it never changes the conversion, and never fails it.
 - Offline by construction: analytics off, no share link unless asked, bundled fonts only, and
   only the gallery folder is added to the paths Gradio may serve.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import math
@@ -35,6 +42,8 @@ from typing import Any
 import numpy as np
 
 from voiceconv.errors import VoiceconvError
+from voiceconv.similarity_calibration import FILE_NAME as CALIBRATION_FILE
+from voiceconv.similarity_calibration import SimilarityCalibration
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +52,18 @@ NEURAL = "neural"
 GRIFFIN_LIM = "griffin-lim"
 DEFAULT_MODEL_NAME = "default"
 QUIET_PEAK_DB = -50.0  # real speech peaks above about -30 dBFS; a clip whose peak is below -50 dBFS is silence
+BLEND_NONE = "none"  # the "Blend with" choice that blends nothing
+
+# How the similarity was measured (Similarity.method).
+JUDGE = "judge"  # the independent Resemblyzer speaker-verification model
+CALIBRATED = "calibrated"  # the VC model's own encoder, ranked among real pairs (similarity_calibration.json)
+OWN = "own"  # the VC model's own encoder, raw
+# The judge's reference points, from `voiceconv evaluate` on the recipe's 40 pairs among 20 held-out
+# LibriSpeech speakers (recipes/mini/splits/eval_pairs.csv; README "Measured results", pitch off).
+JUDGE_EER_THRESHOLD = 0.806  # cosine at the equal-error rate of real same/different-speaker trials
+JUDGE_EER = 0.017
+JUDGE_SHIPPED_MEAN = 0.685  # mean cosine of the shipped model's conversions to their targets
+JUDGE_SOURCE_MEAN = 0.570  # mean cosine of the unconverted sources to the same targets
 
 
 @dataclass
@@ -240,6 +261,15 @@ def mel_figure(mels: list[np.ndarray], titles: list[str], sample_rate: int, hop_
     return figure
 
 
+# ---------------------------------------------------------------------------------------------------
+# speaker similarity (display only) and input-check warnings
+
+
+def judge_available() -> bool:
+    """Whether the independent speaker judge can be imported (Resemblyzer and webrtcvad: the ``[eval]`` extra)."""
+    return all(importlib.util.find_spec(name) is not None for name in ("resemblyzer", "webrtcvad"))
+
+
 def _similarity(converter, audio: np.ndarray, target) -> float:
     """``VoiceConverter.similarity`` of ``audio`` ``(T,)`` (at the model rate) to ``target``; NaN when the
     clip has too little sound to embed (shown as n/a: a figure of merit must not fail a finished conversion)."""
@@ -247,6 +277,100 @@ def _similarity(converter, audio: np.ndarray, target) -> float:
         return converter.similarity(audio, target, source_rate=converter.sample_rate)
     except VoiceconvError:
         return math.nan
+
+
+def _judge_embedding(judge, audio: np.ndarray, rate: int) -> np.ndarray | None:
+    """The judge's d-vector ``(256,)`` of ``audio (T,)`` at ``rate`` (resampled to its 16 kHz), or None when
+    the clip cannot be embedded. Never raises: the judge only annotates a conversion that already succeeded."""
+    from voiceconv.audio import load_audio
+    from voiceconv.evaluation.judges import EVAL_RATE
+
+    try:
+        return judge.embed(load_audio(audio, EVAL_RATE, source_rate=rate))
+    except VoiceconvError:  # silent or too short: shown as n/a
+        return None
+    except Exception:
+        log.warning("demo: the speaker judge could not embed a clip; similarity shown as n/a", exc_info=True)
+        return None
+
+
+def _cosine(a: np.ndarray | None, b: np.ndarray | None) -> float:
+    """Cosine of two ``(D,)`` vectors; NaN when either is missing or zero."""
+    from voiceconv.evaluation.metrics import cosine_similarity
+
+    if a is None or b is None:
+        return math.nan
+    try:
+        return cosine_similarity(a, b)
+    except ValueError:
+        return math.nan
+
+
+def _check_warning(converter, audio: np.ndarray) -> str | None:
+    """The input check's warning for ``audio (T,)`` at the model rate as a phrase after "the source ...",
+    or None. Advisory: a failing check is logged, never shown as an error (the conversion succeeded)."""
+    try:
+        report = converter.check_input((converter.sample_rate, audio))
+    except Exception:
+        log.warning("demo: the input check failed on a clip; no warning shown", exc_info=True)
+        return None
+    if report is None or not report.warning:
+        return None
+    warning = report.warning
+    # The sentences read "it sounds unlike ..."; the page names the clip instead of "it".
+    return warning[3:] if warning.startswith("it ") else f"may be a problem: {warning}"
+
+
+@dataclass
+class Similarity:
+    """Speaker similarity of the result and of the source to each target voice, for display only."""
+
+    method: str  # JUDGE, CALIBRATED or OWN
+    voices: list[str]  # what each cosine is measured against: the target, or each voice of a blend
+    result: list[float]  # cosine(result, voice) per voice; NaN = not measurable (shown as n/a)
+    source: list[float]  # cosine(source, voice): the starting point the result should beat
+    calibration: SimilarityCalibration | None = None  # with CALIBRATED: own cosines of real pairs
+
+
+@dataclass
+class TargetVoice:
+    """One voice of a target as the backend uses it."""
+
+    name: str
+    speaker: Any  # voiceconv.speaker.Speaker for the model in use
+    references: list[np.ndarray]  # the reference clips, (T,) float32 at the model rate
+    notes: dict  # per-voice cache that outlives the request (gallery: the backend's; own clips: the session's)
+
+
+def _model_directory(path: Path | None) -> Path:
+    """The VC model directory ``VoiceConverter.from_pretrained(path)`` loads: a bundle's ``vc/``; None: the shipped."""
+    from voiceconv.pretrained import default_vc_dir
+
+    if path is None:
+        return default_vc_dir()
+    if not (path / "config.json").is_file() and (path / "vc" / "config.json").is_file():
+        return path / "vc"
+    return path
+
+
+def _load_calibration(path: Path | None) -> SimilarityCalibration | None:
+    """The model's similarity calibration; None when there is none or it is unusable (logged: a display
+    aid must not keep the demo from starting)."""
+    from voiceconv.checkpoint import read_config
+
+    directory = _model_directory(path)
+    try:
+        calibration = SimilarityCalibration.load(directory)
+    except VoiceconvError as error:
+        log.warning("demo: %s; similarity is shown uncalibrated", error)
+        return None
+    if calibration is not None and calibration.model_file_sha256:
+        weights = read_config(directory).get("sha256", "")
+        if weights and weights != calibration.model_file_sha256:
+            log.warning("demo: %s/%s was made for other weights than the model's; ignored (re-run "
+                        "recipes/mini/local/calibrate_similarity.py)", directory, CALIBRATION_FILE)
+            return None
+    return calibration
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -258,8 +382,7 @@ class ConversionResult:
     audio: np.ndarray  # (T,) float32 at sample_rate
     sample_rate: int
     figure: Any  # matplotlib Figure
-    similarity_result: float  # cosine(result, target) with the model's speaker encoder
-    similarity_source: float  # cosine(source, target): the starting point the result should beat
+    similarity: Similarity
     seconds_convert: float  # VoiceConverter.convert wall time (content, decoder and vocoder)
     seconds_total: float  # the whole request, including decoding, similarity and the figure
     source_seconds: float
@@ -267,6 +390,7 @@ class ConversionResult:
     vocoder_fallback: bool  # Griffin-Lim made the audio because no neural vocoder is installed
     model: str
     target: str
+    warnings: list[str] = field(default_factory=list)  # input-check phrases, e.g. "the source sounds unlike ..."
 
 
 class DemoBackend:
@@ -275,6 +399,8 @@ class DemoBackend:
     ``converters[model][vocoder]`` is a :class:`VoiceConverter`; ``vocoder`` is ``"neural"`` (when
     one is installed) and ``"griffin-lim"`` (always). Griffin-Lim is offered beside a neural vocoder
     as a comparison; when no neural vocoder is installed it is the fallback, and results say so.
+    ``calibrations[model]`` is the model's :class:`SimilarityCalibration` or None; the independent
+    speaker judge is loaded on the first conversion (:meth:`speaker_judge`).
     """
 
     def __init__(self, config: DemoConfig, gallery_dir: str | Path = GALLERY_DIR):
@@ -284,7 +410,11 @@ class DemoBackend:
         self.cache = SpeakerCache()
         self.converters: dict[str, dict[str, Any]] = {}
         self.fallback_models: set[str] = set()  # models whose audio comes from the Griffin-Lim fallback
+        self.calibrations: dict[str, SimilarityCalibration | None] = {}
         self._mels: dict[str, Any] = {}
+        self._gallery_notes: dict[str, dict] = {}  # voice id -> notes (the judge's embedding of its clip)
+        self._judge: Any = None  # None: not tried yet; False: not installed or failed to load
+        self._judge_lock = threading.Lock()
         self._load()
 
     # -- loading -----------------------------------------------------------------------------------
@@ -321,10 +451,27 @@ class DemoBackend:
                 if self.config.vocoder is None:
                     self.fallback_models.add(name)
             self.converters[name] = variants
+            self.calibrations[name] = _load_calibration(path)
             self._mels[name] = MelSpectrogram(base.mel_config).eval()
             log.info("demo model %r loaded (vocoders: %s)", name, ", ".join(variants))
         if self.fallback_models:
             log.warning("no neural vocoder is installed; the demo uses Griffin-Lim (robotic quality) and says so")
+
+    def speaker_judge(self):
+        """The independent speaker judge (Resemblyzer), loaded once on first use; None when it is not
+        installed or fails to load (the page then falls back to the model's own encoder)."""
+        with self._judge_lock:
+            if self._judge is None:
+                self._judge = False
+                if judge_available():
+                    try:
+                        from voiceconv.evaluation.judges import SpeakerJudge
+
+                        self._judge = SpeakerJudge()
+                    except Exception:
+                        log.warning("demo: the Resemblyzer speaker judge failed to load; similarity is measured "
+                                    "with the model's own encoder", exc_info=True)
+            return self._judge or None
 
     @property
     def model_names(self) -> list[str]:
@@ -393,6 +540,84 @@ class DemoBackend:
                 raise _user_error(f"Reference clips: {error}") from None
         return voice["embeddings"][model]
 
+    def target_voice(self, model: str, target: GalleryVoice | dict) -> TargetVoice:
+        """A gallery voice or a session's custom-voice dict, as the speaker, clips and notes for ``model``."""
+        from voiceconv.audio import load_audio
+
+        rate = self.converter(model, None).sample_rate
+        if isinstance(target, GalleryVoice):
+            reference = load_clip(str(target.path), rate, "Gallery voice", 0.0, math.inf)
+            return TargetVoice(target.label, self.gallery_speaker(model, target), [reference],
+                               self._gallery_notes.setdefault(target.id, {}))
+        clips = [clip if clip_rate == rate else load_audio(clip, rate, source_rate=clip_rate)
+                 for clip_rate, clip in target["clips"]]
+        return TargetVoice(target["name"], self.custom_speaker(model, target), clips, target.setdefault("notes", {}))
+
+    def blended(self, model: str, target: GalleryVoice | dict,
+                blend: tuple[GalleryVoice | dict, float] | None) -> tuple[list[TargetVoice], list[float], Any, str]:
+        """The voices of the target, their weights, the speaker to convert to and its name.
+
+        ``blend``: ``(second voice, its weight 0-1)`` or None. Weight 0, or the same voice twice, is no
+        blend; weight 1 is the second voice alone.
+        """
+        from voiceconv.speaker import Speaker
+
+        first = self.target_voice(model, target)
+        if blend is None or blend[0] is target or blend[1] == 0:
+            return [first], [1.0], first.speaker, first.name
+        other, weight = blend
+        if not 0.0 <= weight <= 1.0:
+            raise _user_error(f"Blend weight: {weight:g} is outside 0-1 (the share of the second voice).")
+        second = self.target_voice(model, other)
+        if weight == 1:
+            return [second], [1.0], second.speaker, second.name
+        name = f"a blend of {100 * (1 - weight):.0f} % {first.name} and {100 * weight:.0f} % {second.name}"
+        try:
+            speaker = Speaker.blend([(first.speaker, 1.0 - weight), (second.speaker, weight)], name=name)
+        except VoiceconvError as error:
+            raise _user_error(f"Blend: {error}") from None
+        return [first, second], [1.0 - weight, weight], speaker, name
+
+    def judge_reference(self, judge, voice: TargetVoice, rate: int) -> np.ndarray | None:
+        """The judge's unit-mean d-vector ``(256,)`` of ``voice``'s clips, kept in its notes; None if none embeds."""
+        from voiceconv.evaluation.metrics import mean_embedding
+
+        if "judge" not in voice.notes:
+            embeddings = [_judge_embedding(judge, clip, rate) for clip in voice.references]
+            embeddings = [embedding for embedding in embeddings if embedding is not None]
+            voice.notes["judge"] = mean_embedding(embeddings) if embeddings else None
+        return voice.notes["judge"]
+
+    def measure_similarity(self, model: str, converter, result: np.ndarray, source: np.ndarray,
+                           voices: list[TargetVoice], labels: list[str]) -> Similarity:
+        """Similarity of ``result`` and ``source`` ``(T,)`` (model rate) to each voice: by the independent judge
+        when it is installed, else by the model's own encoder (ranked among real pairs when calibrated)."""
+        judge = self.speaker_judge()
+        if judge is not None:
+            rate = converter.sample_rate
+            targets = [self.judge_reference(judge, voice, rate) for voice in voices]
+            result_vector, source_vector = (_judge_embedding(judge, audio, rate) for audio in (result, source))
+            return Similarity(JUDGE, labels, [_cosine(result_vector, t) for t in targets],
+                              [_cosine(source_vector, t) for t in targets])
+        calibration = self.calibrations.get(model)
+        return Similarity(CALIBRATED if calibration is not None else OWN, labels,
+                          [_similarity(converter, result, voice.speaker) for voice in voices],
+                          [_similarity(converter, source, voice.speaker) for voice in voices], calibration)
+
+    def input_warnings(self, converter, source: np.ndarray, voices: list[TargetVoice]) -> list[str]:
+        """The input check's phrases for the source and every reference clip (``VoiceConverter.check_input``)."""
+        warnings = []
+        problem = _check_warning(converter, source)
+        if problem:
+            warnings.append(f"the source {problem}")
+        for voice in voices:
+            for number, clip in enumerate(voice.references, 1):
+                problem = _check_warning(converter, clip)
+                if problem:
+                    which = f"reference clip {number}" if len(voice.references) > 1 else "reference clip"
+                    warnings.append(f"the {which} of {voice.name} {problem}")
+        return warnings
+
     # -- conversion --------------------------------------------------------------------------------
 
     def convert(
@@ -403,8 +628,10 @@ class DemoBackend:
         model: str | None = None,
         vocoder: str | None = None,
         progress: Callable[[float, str], None] | None = None,
+        blend: tuple[GalleryVoice | dict, float] | None = None,
     ) -> ConversionResult:
-        """Convert one uploaded source to ``target`` (a gallery voice or a session's custom-voice dict)."""
+        """Convert one uploaded source to ``target`` (a gallery voice or a session's custom-voice dict),
+        or to a blend of it with ``blend = (second voice, weight of the second, 0-1)``."""
         import torch
 
         def report(fraction: float, text: str) -> None:
@@ -419,18 +646,7 @@ class DemoBackend:
         source = load_clip(source_path, rate, "Source", self.config.min_seconds, self.config.max_seconds)
 
         report(0.15, "Encoding the target voice")
-        if isinstance(target, GalleryVoice):
-            speaker = self.gallery_speaker(model, target)
-            reference = load_clip(str(target.path), rate, "Gallery voice", 0.0, math.inf)
-            target_name = target.label
-        else:
-            speaker = self.custom_speaker(model, target)
-            reference_rate, reference = target["clips"][0]
-            if reference_rate != rate:
-                from voiceconv.audio import load_audio
-
-                reference = load_audio(reference, rate, source_rate=reference_rate)
-            target_name = target["name"]
+        voices, weights, speaker, target_name = self.blended(model, target, blend)
 
         report(0.3, "Converting")
         converted_at = time.perf_counter()
@@ -441,47 +657,101 @@ class DemoBackend:
         seconds_convert = time.perf_counter() - converted_at
         wav = wav.detach().cpu().float().numpy().reshape(-1)
 
-        report(0.8, "Measuring speaker similarity")
-        similarity_result = _similarity(converter, wav, speaker)
-        similarity_source = _similarity(converter, source, speaker)
+        report(0.75, "Measuring speaker similarity")
+        labels = [voice.name if len(voices) == 1 else f"{voice.name} ({100 * weight:.0f} %)"
+                  for voice, weight in zip(voices, weights)]
+        similarity = self.measure_similarity(model, converter, wav, source, voices, labels)
+        report(0.85, "Checking the input")
+        warnings = self.input_warnings(converter, source, voices)
 
         report(0.9, "Drawing spectrograms")
         mel = self._mels[model]
         with torch.inference_mode():
             mels = [mel(torch.from_numpy(np.ascontiguousarray(x))[None])[0].numpy()  # (n_mels, T)
-                    for x in (source, reference, wav)]
-        figure = mel_figure(mels, ["source", f"target reference: {target_name}", "result"], rate,
-                            converter.model.mel_config.hop_length)
+                    for x in (source, *(voice.references[0] for voice in voices), wav)]
+        titles = ["source", *(f"target reference: {label}" for label in labels), "result"]
+        figure = mel_figure(mels, titles, rate, converter.model.mel_config.hop_length)
         return ConversionResult(
-            audio=wav, sample_rate=rate, figure=figure,
-            similarity_result=similarity_result, similarity_source=similarity_source,
+            audio=wav, sample_rate=rate, figure=figure, similarity=similarity,
             seconds_convert=seconds_convert, seconds_total=time.perf_counter() - started,
             source_seconds=source.size / rate, neural_vocoder=bool(converter.vocoder.is_neural),
             vocoder_fallback=model in self.fallback_models and not converter.vocoder.is_neural,
-            model=model, target=target_name,
+            model=model, target=target_name, warnings=warnings,
         )
 
 
-def result_markdown(result: ConversionResult) -> str:
-    """The text under the result: similarity, timing and which vocoder made the audio."""
-    rtf = result.seconds_convert / max(result.source_seconds, 1e-9)
+JUDGE_NOTE = (
+    "Speaker similarity by an independent speaker-verification model (Resemblyzer), not the converter's own "
+    f"encoder. On held-out LibriSpeech speakers, recordings of the same speaker score {JUDGE_EER_THRESHOLD:.2f} or "
+    f"more at the equal-error-rate threshold (EER {100 * JUDGE_EER:.1f} %: that share of same-speaker pairs scores "
+    f"below it, and of different-speaker pairs above); the shipped model's conversions average "
+    f"{JUDGE_SHIPPED_MEAN:.2f} and unconverted sources {JUDGE_SOURCE_MEAN:.2f}."
+)
+OWN_NOTE = (
+    "Uncalibrated: measured with the converter's own speaker encoder, which rates nearly every conversion of the "
+    "shipped model 0.98-0.99, so the number says little on its own and is not comparable across models. Higher "
+    "than the source's only means the conversion moved toward the target. Install the independent judge "
+    "(Resemblyzer, with the [eval] extra) for a similarity you can compare."
+)
 
-    def cosine(value: float) -> str:
-        return "n/a" if math.isnan(value) else f"{value:.3f}"
 
-    lines = [
-        "| speaker similarity to the target | cosine |",
-        "|---|---|",
-        f"| **result** | **{cosine(result.similarity_result)}** |",
-        f"| source (before conversion) | {cosine(result.similarity_source)} |",
+def _cosine_text(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.3f}"
+
+
+def _calibrated_note(similarity: Similarity) -> str:
+    """How to read calibrated own-encoder cosines: where the result (and the source) rank among real pairs."""
+    calibration = similarity.calibration
+    speakers = calibration.data.get("speakers")
+    where = f"real pairs of {speakers} training speakers' recordings" if speakers else "real pairs of recordings"
+    if len(similarity.voices) == 1:
+        ranks = (f"the result is {calibration.describe(similarity.result[0])}; the source, before conversion, "
+                 f"was {calibration.describe(similarity.source[0])}")
+    else:
+        ranks = "; ".join(f"the result is {calibration.describe(cosine, voice)}"
+                          for voice, cosine in zip(similarity.voices, similarity.result))
+    return ("Measured with the converter's own speaker encoder, whose cosine is high for almost any two voices, so "
+            f"it is ranked among the same encoder's cosines for {where}: {ranks}. Trained together with the "
+            "converter, this encoder may favour its conversions; an independent judge (Resemblyzer, with the [eval] "
+            "extra) would not.")
+
+
+def similarity_markdown(similarity: Similarity) -> list[str]:
+    """The similarity table (a column per voice; with a calibration, a rank column too) and how to read it."""
+    name = {JUDGE: "Resemblyzer cosine", CALIBRATED: "own-encoder cosine",
+            OWN: "own-encoder cosine (uncalibrated)"}[similarity.method]
+    blend = len(similarity.voices) > 1
+    columns: list[tuple[str, Callable[[list[float]], str]]] = []
+    for k, voice in enumerate(similarity.voices):
+        # A blend gets a column per voice, named after it; the measure moves to the first header.
+        columns.append((f"to {voice}" if blend else name, lambda values, k=k: _cosine_text(values[k])))
+        if similarity.method == CALIBRATED:
+            def rank(values, k=k):
+                share = similarity.calibration.share_below(values[k])[0]
+                return "n/a" if math.isnan(share) else f"{100 * share:.0f} %"
+            columns.append(("closer than real same-speaker pairs", rank))
+    note = {JUDGE: JUDGE_NOTE, OWN: OWN_NOTE}.get(similarity.method) or _calibrated_note(similarity)
+    first = f"speaker similarity to the target ({name})" if blend else "speaker similarity to the target"
+    return [
+        f"| {first} | " + " | ".join(header for header, _ in columns) + " |",
+        "|---" * (len(columns) + 1) + "|",
+        "| **result** | " + " | ".join(f"**{cell(similarity.result)}**" for _, cell in columns) + " |",
+        "| source (before conversion) | " + " | ".join(cell(similarity.source) for _, cell in columns) + " |",
         "",
-        "<small>Measured with the model's own speaker encoder: higher than the source's means the conversion "
-        "moved toward the target.</small>",
-        "",
-        f"Processing time: **{result.seconds_convert:.2f} s** to convert {result.source_seconds:.1f} s of audio "
-        f"(real-time factor {rtf:.2f}); {result.seconds_total:.2f} s for the whole request. "
-        f"Model: {result.model}.",
+        f"<small>{note} Display only: it does not change the conversion.</small>",
     ]
+
+
+def result_markdown(result: ConversionResult) -> str:
+    """The text beside the result: input warnings first, the target, similarity, timing and the vocoder."""
+    rtf = result.seconds_convert / max(result.source_seconds, 1e-9)
+    lines = []
+    for warning in result.warnings:  # first, so a poor result is explained before it is measured
+        lines += [f"**Warning:** {warning}.", ""]
+    lines += [f"Target: **{result.target}**.", "", *similarity_markdown(result.similarity), "",
+              f"Processing time: **{result.seconds_convert:.2f} s** to convert {result.source_seconds:.1f} s of "
+              f"audio (real-time factor {rtf:.2f}); {result.seconds_total:.2f} s for the whole request. "
+              f"Model: {result.model}."]
     if result.vocoder_fallback:
         lines += ["", "**Note: made with the Griffin-Lim fallback vocoder** because no neural vocoder is installed: "
                   "expect a robotic, phasey sound. Install or train a neural vocoder for natural audio."]
@@ -584,9 +854,13 @@ def build_app(backend: DemoBackend):
     def on_clear_reference():
         return None, "No custom voice set.", "gallery"
 
+    # The blend inputs come last, after the session state, so the API keeps the positions it had
+    # before blending existed (source, target_mode, voice, pitch, semitones, vocoder, model) and a
+    # caller that leaves them out gets their defaults: no blend.
     @_guarded
     def on_convert(source, target_mode, voice_id, pitch_mode, semitones, vocoder, model, custom,
-                   progress=gr.Progress()):
+                   blend_id=BLEND_NONE, blend_weight=0.5, progress=gr.Progress()):
+        blend = None
         if target_mode == "custom":
             if not custom:
                 raise _user_error("No custom voice yet: add reference clips and press 'Use as my target voice', "
@@ -594,10 +868,13 @@ def build_app(backend: DemoBackend):
             target = custom
         else:
             target = backend.gallery_voice(voice_id)
+            if blend_id not in (None, "", BLEND_NONE):  # blending is offered in the Gallery tab only
+                weight = 0.5 if blend_weight is None else float(blend_weight)
+                blend = (backend.gallery_voice(blend_id), weight)
         pitch = {"auto": "auto", "off": None}.get(pitch_mode, None if pitch_mode is None else float(semitones or 0))
         try:
             result = backend.convert(source, target, pitch=pitch, model=model, vocoder=vocoder,
-                                     progress=lambda fraction, text: progress(fraction, desc=text))
+                                     progress=lambda fraction, text: progress(fraction, desc=text), blend=blend)
             return (result.sample_rate, _to_int16(result.audio)), result_markdown(result), result.figure, custom
         finally:
             _release_memory()
@@ -626,6 +903,13 @@ def build_app(backend: DemoBackend):
                     with gr.Tab("Gallery", id="gallery") as gallery_tab:
                         voice_id = gr.Radio(gallery_choices, value=first_voice.id, label="Gallery voices",
                                             elem_id="gallery_voice")
+                        with gr.Row():
+                            blend_id = gr.Dropdown([("None", BLEND_NONE), *gallery_choices], value=BLEND_NONE,
+                                                   label="Blend with", info="a second gallery voice to mix in",
+                                                   elem_id="blend_voice")
+                            blend_weight = gr.Slider(0, 1, value=0.5, step=0.05, label="Blend weight",
+                                                     info="share of the second voice (0: the first only)",
+                                                     elem_id="blend_weight")
                         preview = gr.Audio(value=str(first_voice.path), label="Listen", interactive=False,
                                            buttons=["download"], elem_id="gallery_preview")
                         attribution = gr.Markdown(attribution_text(first_voice), elem_id="gallery_attribution")
@@ -677,7 +961,8 @@ def build_app(backend: DemoBackend):
                             concurrency_id="model")
         clear_reference.click(on_clear_reference, None, [custom_state, reference_status, target_mode],
                               api_name="clear_reference", queue=False)
-        convert.click(on_convert, [source, target_mode, voice_id, pitch_mode, semitones, vocoder, model, custom_state],
+        convert.click(on_convert, [source, target_mode, voice_id, pitch_mode, semitones, vocoder, model, custom_state,
+                                   blend_id, blend_weight],
                       [result_audio, result_info, plot, custom_state], api_name="convert", concurrency_id="model")
     demo.queue(default_concurrency_limit=config.concurrency_limit, max_size=config.queue_size)
     return demo
