@@ -59,6 +59,14 @@ def test_calibrated_check_scores_tones_and_music_above_held_out_speech(trained):
         score = check.score(check_features(model, check, frontend(torch.from_numpy(audio.astype(np.float32)))))
         assert score > max(real), (name, score, real)
     assert math.isfinite(check.threshold) and check.threshold > np.median(real)
+    # With held-out speakers, every training clip joins the bank and the statistics come from the others.
+    held = [i for i in held_out]
+    split = calibrate(model, [corpus.mel(i) for i in calibration], [corpus.utterances[i].speaker for i in calibration],
+                      bank_size=1000, held_out=([corpus.mel(i) for i in held] * 3,
+                                                [corpus.utterances[i].speaker for i in held] * 3))
+    assert split.speaker_bank.shape[0] == len(calibration)
+    assert split.threshold > max(split.score(check_features(model, split, torch.from_numpy(corpus.mel(i))))
+                                 for i in held) - 1e-6
 
 
 def check_features(model, check, mel):

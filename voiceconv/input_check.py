@@ -154,7 +154,8 @@ def warning_text(features: dict[str, float], check: InputCheck) -> str:
 
 
 def calibrate(model, mels: list[np.ndarray], speakers: list[str], bank_size: int = 300,
-              false_alarm: float = 0.005, seed: int = 0) -> InputCheck:
+              false_alarm: float = 0.005, seed: int = 0,
+              held_out: tuple[list[np.ndarray], list[str]] | None = None) -> InputCheck:
     """Calibrate on training-speech log-mels ``[(n_mels, T), ...]`` (at least 20) of ``speakers``.
 
     A random ``bank_size`` of them form the speaker bank; the features of the others give the means,
@@ -162,21 +163,28 @@ def calibrate(model, mels: list[np.ndarray], speakers: list[str], bank_size: int
     margin of one standard deviation of the scores, since users' speech is less like the training
     data than the training data is. Each clip's speaker feature leaves its own speaker's bank
     entries out, as a user's voice is not in the bank.
+
+    ``held_out``: ``(mels, speakers)`` of speakers the model was *not* trained on (e.g. the
+    trainer's validation speakers). When given, all of ``mels`` form the bank and the statistics
+    and threshold come from the held-out clips instead: a model rebuilds its own training
+    utterances better than any new voice, so training clips make the threshold too strict.
     """
     if len(mels) < 20 or len(speakers) != len(mels):
         raise ValueError(f"calibration needs at least 20 training utterances with a speaker each, got {len(mels)} "
                          f"clips and {len(speakers)} speaker labels")
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(mels))
-    n_bank = min(bank_size, len(mels) // 2)
+    n_bank = min(bank_size, len(mels) if held_out is not None else len(mels) // 2)
     device = next(model.parameters()).device
     with torch.inference_mode():
         vectors = [model.embed(torch.as_tensor(mels[i][:, :MAX_FRAMES])[None].float().to(device))[0].float().cpu()
                    for i in order[:n_bank]]
     bank = torch.nn.functional.normalize(torch.stack(vectors), dim=1)  # (N, D)
     bank_speakers = np.array([speakers[i] for i in order[:n_bank]])
-    rows = [clip_features(model, torch.as_tensor(mels[i]), bank, torch.from_numpy(bank_speakers == speakers[i]))
-            for i in order[n_bank:]]
+    statistics_mels, statistics_speakers = (held_out if held_out is not None else
+                                            ([mels[i] for i in order[n_bank:]], [speakers[i] for i in order[n_bank:]]))
+    rows = [clip_features(model, torch.as_tensor(mel), bank, torch.from_numpy(bank_speakers == speaker))
+            for mel, speaker in zip(statistics_mels, statistics_speakers)]
     table = torch.tensor([[row[name] for name in FEATURES] for row in rows], dtype=torch.float64)
     mean, std = table.mean(0), table.std(0).clamp_min(1e-6)
     check = InputCheck(mean.float(), std.float(), 0.0, bank)

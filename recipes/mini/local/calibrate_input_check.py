@@ -2,14 +2,17 @@
 
     python recipes/mini/local/calibrate_input_check.py voiceconv/pretrained/vc --data data/mini/prepared
 
-Reads random 2-8 s spans of ``--n`` utterances of the prepared training corpus, keeps a speaker
-bank of some of them and the feature statistics and threshold from the others, and writes
+Random 2-8 s spans of the prepared corpus, speaker-balanced over recorded (not synthetic) speakers:
+``--n`` from the training speakers form the speaker bank; ``--n-held-out`` from the trainer's
+validation speakers (held out of training) give the feature statistics and the threshold, since a
+model rebuilds its own training utterances better than a new voice. Writes
 ``MODEL_DIR/input_check.safetensors``, which ``VoiceConverter.from_pretrained`` loads.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import time
 
 import numpy as np
@@ -20,11 +23,37 @@ from voiceconv.input_check import MAX_FRAMES, calibrate
 from voiceconv.models.vc_model import VCModel
 
 
+def spans(corpus, speakers: list[str], count: int, rng) -> tuple[list, list[str]]:
+    """``count`` random 2-8 s spans, speaker-balanced: a speaker uniformly, then one of their utterances.
+
+    Sampling utterances uniformly would let the one speaker with 1102 utterances set the scale.
+    """
+    by_speaker = {s: corpus.indices_for([s]) for s in speakers}
+    mels, labels = [], []
+    for _ in range(count):
+        speaker = speakers[int(rng.integers(len(speakers)))]
+        index = by_speaker[speaker][int(rng.integers(len(by_speaker[speaker])))]
+        n_frames = corpus.utterances[index].n_frames
+        length = min(n_frames, int(rng.integers(172, 690)), MAX_FRAMES)  # 2-8 s at 86 frames/s, as users' clips
+        offset = int(rng.integers(n_frames - length + 1))
+        mels.append(corpus.mel(index, offset, length))
+        labels.append(speaker)
+    return mels, labels
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model", help="VC model directory")
     parser.add_argument("--data", required=True, help="prepared training corpus (voiceconv prepare)")
     parser.add_argument("--n", type=int, default=900, help="utterances to use (bank + statistics)")
+    parser.add_argument("--validation-speakers", type=int, default=6,
+                        help="the trainer's train.n_val_speakers (held out of training; the statistics and "
+                        "threshold come from them)")
+    parser.add_argument("--split-seed", type=int, default=0, help="the trainer's train.seed")
+    parser.add_argument("--n-held-out", type=int, default=200, help="spans of the held-out speakers")
+    parser.add_argument("--exclude-speakers", default="^syn_", metavar="REGEX",
+                        help="speakers left out (default: the recipe's synthetic TTS voices, which are not "
+                        "recordings of people; '' keeps all)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
@@ -32,17 +61,19 @@ def main() -> None:
     start = time.perf_counter()
     corpus = PreparedCorpus(args.data)
     rng = np.random.default_rng(args.seed)
-    chosen = rng.choice(len(corpus), min(args.n, len(corpus)), replace=False)
-    # Random spans of 2-8 s, as users' clips are (whole utterances would all be long or all short).
-    mels, speakers = [], []
-    for i in chosen:
-        n_frames = corpus.utterances[int(i)].n_frames
-        length = min(n_frames, int(rng.integers(172, 690)), MAX_FRAMES)  # 2-8 s at 86 frames/s
-        start = int(rng.integers(n_frames - length + 1))
-        mels.append(corpus.mel(int(i), start, length))
-        speakers.append(corpus.utterances[int(i)].speaker)
+    excluded = re.compile(args.exclude_speakers) if args.exclude_speakers else None
+    kept = [s for s in corpus.speakers if not (excluded and excluded.search(s))]
+    # The trainer's own validation split (same call, same seed): speakers the model never trained on.
+    train_speakers, validation_speakers = corpus.split_speakers(args.validation_speakers, args.split_seed)
+    bank_speakers = [s for s in train_speakers if s in kept]
+    held_out_speakers = [s for s in validation_speakers if s in kept]
+    if not bank_speakers or not held_out_speakers:
+        raise SystemExit(f"no recorded speakers left for the bank ({len(bank_speakers)}) or the held-out "
+                         f"statistics ({len(held_out_speakers)}); check --validation-speakers and --exclude-speakers")
+    bank = spans(corpus, bank_speakers, args.n, rng)
+    held_out = spans(corpus, held_out_speakers, args.n_held_out, rng)
     model = VCModel.from_pretrained(args.model, device="cpu")
-    check = calibrate(model, mels, speakers, seed=args.seed)
+    check = calibrate(model, *bank, seed=args.seed, held_out=held_out)
     from voiceconv.checkpoint import read_config
 
     check.model_sha256 = read_config(args.model, "vc_model").get("sha256", "")
