@@ -15,7 +15,8 @@ from helpers import synthetic_voice
 from voiceconv.errors import CheckpointError, VoiceconvError
 from voiceconv.features import MelConfig, MelMismatchError, MelSpectrogram, mel_basis
 from voiceconv.vocoder.generator import ISTFTGeneratorConfig
-from voiceconv.vocoder.hifigan import HIFIGAN_V1, HIFIGAN_V3, HiFiGANConfig, import_jik876
+from voiceconv.vocoder.hifigan import HIFIGAN_V1, HIFIGAN_V3, HiFiGANConfig
+from voiceconv.vocoder.jik876 import import_jik876
 from voiceconv.vocoder.model import GRIFFIN_LIM_WARNING, Vocoder, VocoderConfig
 from voiceconv.vocoder.quality import (
     frame_rate_modulation_db,

@@ -15,7 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from voiceconv.vocoder.hifigan import import_jik876
+    from voiceconv.vocoder.jik876 import import_jik876
 
     vocoder = import_jik876(args.checkpoint, args.config, args.out)
     c = vocoder.config.hifigan
