@@ -11,30 +11,20 @@ import pytest
 import torch
 from test_api import save_tiny_model, tiny_model, write_voice
 from test_batch import make_pairs
-from test_train import experiment, make_corpus
+from test_train import short_run
 
 from voiceconv.api import VoiceConverter
 from voiceconv.cli import main
 from voiceconv.data import PreparedCorpus
 from voiceconv.input_check import InputCheck, calibrate
 from voiceconv.models.vc_model import VCModel
-from voiceconv.train import train
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A debug-size model trained for 300 steps on the synthetic corpus, and that corpus."""
-    root = tmp_path_factory.mktemp("input_check")
-    corpus = make_corpus(root / "corpus", n_speakers=8, n_utterances=6, seed=3)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        train(experiment("train.steps=300", "train.batch_size=16", "train.segment_frames=64", "train.lr=0.001",
-                         "train.log_every=100", "train.val_every=300", "train.checkpoint_every=300"),
-              corpus, root / "run", device="cpu", progress=False)
-    finally:
-        torch.set_num_threads(threads)
-    return VCModel.from_pretrained(root / "run" / "last", device="cpu"), PreparedCorpus(corpus)
+    corpus, run = short_run(tmp_path_factory.mktemp("input_check"), steps=300, corpus_seed=3)
+    return VCModel.from_pretrained(run / "last", device="cpu"), PreparedCorpus(corpus)
 
 
 def test_calibrated_check_scores_tones_and_music_above_held_out_speech(trained):

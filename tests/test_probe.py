@@ -7,8 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
-from test_train import experiment, make_corpus  # the synthetic multi-speaker corpus and debug config
+from test_train import short_run  # a short run on the synthetic multi-speaker corpus
 
 from voiceconv import cli
 from voiceconv.checkpoint import resolve_model_dir
@@ -16,23 +15,12 @@ from voiceconv.data import PreparedCorpus
 from voiceconv.errors import CheckpointError
 from voiceconv.models.vc_model import VCModel
 from voiceconv.probe import ProbeConfig, format_table, make_chunks, run_probe
-from voiceconv.train import train
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> tuple[Path, Path]:
     """(prepared corpus, run directory) of a short training run on 8 synthetic speakers."""
-    root = tmp_path_factory.mktemp("probe")
-    corpus = make_corpus(root / "corpus", seed=1)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        train(experiment("train.steps=150", "train.batch_size=16", "train.segment_frames=64", "train.lr=0.001",
-                         "train.log_every=50", "train.val_every=150", "train.checkpoint_every=150"),
-              corpus, root / "run", device="cpu", progress=False)
-    finally:
-        torch.set_num_threads(threads)
-    return corpus, root / "run"
+    return short_run(tmp_path_factory.mktemp("probe"), steps=150, corpus_seed=1)
 
 
 def test_chunks_split_each_speaker_in_time_order(trained):

@@ -98,6 +98,22 @@ def make_corpus(root: Path, n_speakers: int = 8, n_utterances: int = 6, seed: in
     return root / "prepared"
 
 
+def short_run(root: Path, steps: int, corpus_seed: int) -> tuple[Path, Path]:
+    """(prepared corpus, run directory) of a one-thread run of ``steps`` steps on 8 synthetic speakers,
+    for tests that need a model that has learned something (probe, input check)."""
+    corpus = make_corpus(root / "corpus", seed=corpus_seed)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train(experiment(f"train.steps={steps}", "train.batch_size=16", "train.segment_frames=64", "train.lr=0.001",
+                         f"train.log_every={steps // 3}", f"train.val_every={steps}",
+                         f"train.checkpoint_every={steps}"),
+              corpus, root / "run", device="cpu", progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    return corpus, root / "run"
+
+
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
     """8 speakers x 6 utterances (~1.2 s each), prepared."""

@@ -187,15 +187,9 @@ class VoiceConverter:
 
     def _read_reference(self, clip, trim: bool) -> tuple[np.ndarray, str]:
         source = SourceAudio(clip, self.sample_rate, min_seconds=0.0)
-        limit = int(MAX_REFERENCE_SECONDS * self.sample_rate)
-        blocks, total = [], 0
-        for block in source.blocks():
-            blocks.append(block)
-            total += block.size
-            if total >= limit:
-                log.info("%s: using the first %.0f s as reference", source.name, MAX_REFERENCE_SECONDS)
-                break
-        audio = np.concatenate(blocks)[:limit] if blocks else np.zeros(0, np.float32)
+        audio, truncated = source.head(int(MAX_REFERENCE_SECONDS * self.sample_rate))
+        if truncated:
+            log.info("%s: using the first %.0f s as reference", source.name, MAX_REFERENCE_SECONDS)
         if not np.isfinite(np.sum(audio, dtype=np.float64)):
             raise AudioError(f"{source.name}: samples are NaN or Inf; the file is corrupt: re-export it")
         if audio.size == 0 or float(np.abs(audio).max()) < SILENCE_PEAK:
@@ -290,17 +284,12 @@ class VoiceConverter:
         """
         if self.input_check is None:
             return None
-        limit = int(MAX_CHECK_SECONDS * self.sample_rate)
-        blocks, total = [], 0
         try:
-            for block in SourceAudio(clip, self.sample_rate, source_rate, min_seconds=0.0).blocks():
-                blocks.append(block)  # block by block: a one-hour file is never read whole
-                total += block.size
-                if total >= limit:
-                    break
+            audio, _ = SourceAudio(clip, self.sample_rate, source_rate, min_seconds=0.0).head(
+                int(MAX_CHECK_SECONDS * self.sample_rate))
         except AudioError:
             return None  # unreadable or silent: advisory only; conversion reports the error itself
-        audio = trim_silence(np.concatenate(blocks)[:limit] if blocks else np.zeros(1, np.float32), self.sample_rate)
+        audio = trim_silence(audio, self.sample_rate)
         if audio.size < self.mel_config.hop_length * 8:
             return None  # too short to judge; conversion itself reports clips that are too short
         mel = self.frontend(torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)))  # (n_mels, T)

@@ -25,6 +25,7 @@ encoders and keeps the clean mel as the reconstruction target (a de-noising auto
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -69,11 +70,15 @@ class ChannelConfig:
 
 def mel_band_centres(mel_config: MelConfig) -> torch.Tensor:
     """Centre frequency in Hz of each mel band ``(n_mels,)`` (Slaney scale, as the front end)."""
+    return _band_centres(mel_config.n_mels, mel_config.fmin, mel_config.fmax or mel_config.sample_rate / 2).clone()
+
+
+@functools.lru_cache(maxsize=8)
+def _band_centres(n_mels: int, fmin: float, fmax: float) -> torch.Tensor:
+    # Cached: corrupt() runs every training step and the axis never changes within a run.
     import librosa
 
-    centres = librosa.mel_frequencies(mel_config.n_mels + 2, fmin=mel_config.fmin,
-                                      fmax=mel_config.fmax or mel_config.sample_rate / 2)
-    return torch.as_tensor(centres[1:-1], dtype=torch.float32)
+    return torch.as_tensor(librosa.mel_frequencies(n_mels + 2, fmin=fmin, fmax=fmax)[1:-1], dtype=torch.float32)
 
 
 class _Draws:

@@ -622,6 +622,18 @@ class SourceAudio:
             return
         yield from _file_blocks(self.path, self.sample_rate, int(block_seconds * self.file_rate), self.file_frames)
 
+    def head(self, max_samples: int) -> tuple[np.ndarray, bool]:
+        """The first ``max_samples`` samples at ``sample_rate``, decoded block by block (a one-hour
+        file is never read whole); returns ``(audio (T,), truncated)``."""
+        blocks, total = [], 0
+        for block in self.blocks():
+            blocks.append(block)
+            total += block.size
+            if total >= max_samples:
+                break
+        audio = np.concatenate(blocks)[:max_samples] if blocks else np.zeros(0, np.float32)
+        return audio, total > max_samples
+
     def scan(self, f0: bool = False):
         """Check the whole file decodes, is finite and not silent; with ``f0``, its :class:`F0Stats`."""
         from voiceconv.pitch import F0Stats

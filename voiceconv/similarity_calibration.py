@@ -122,7 +122,7 @@ def _share_below(quantiles: np.ndarray, cosine: float) -> float:
 Span = tuple[int, int, int]  # (utterance index, start frame, length in frames)
 
 
-def _span(rng: np.random.Generator, n_frames: int, low: int, high: int) -> tuple[int, int]:
+def random_span(rng: np.random.Generator, n_frames: int, low: int, high: int) -> tuple[int, int]:
     """A random ``(start, length)`` inside ``n_frames`` with ``low <= length <= high`` where it fits."""
     length = min(n_frames, int(rng.integers(low, high + 1)))
     return int(rng.integers(n_frames - length + 1)), length
@@ -134,15 +134,15 @@ def same_speaker_spans(rng: np.random.Generator, utterances: list, indices: list
     non-overlapping spans of the only one (None when it is too short for two of ``MIN_FRAMES``)."""
     if len(indices) >= 2:
         first, second = (int(i) for i in rng.choice(indices, 2, replace=False))
-        return ((first, *_span(rng, utterances[first].n_frames, low, high)),
-                (second, *_span(rng, utterances[second].n_frames, low, high)))
+        return ((first, *random_span(rng, utterances[first].n_frames, low, high)),
+                (second, *random_span(rng, utterances[second].n_frames, low, high)))
     index = indices[0]
     half = utterances[index].n_frames // 2
     if half < MIN_FRAMES:
         return None
     # One span in each half, so they never share a frame.
-    start_a, length_a = _span(rng, half, min(low, half), high)
-    start_b, length_b = _span(rng, utterances[index].n_frames - half, min(low, half), high)
+    start_a, length_a = random_span(rng, half, min(low, half), high)
+    start_b, length_b = random_span(rng, utterances[index].n_frames - half, min(low, half), high)
     return (index, start_a, length_a), (index, half + start_b, length_b)
 
 
@@ -181,6 +181,6 @@ def pair_cosines(corpus, embed: Callable[[np.ndarray], np.ndarray], speakers: li
     for _ in range(n_pairs):
         first, second = (names[int(k)] for k in rng.choice(len(names), 2, replace=False))
         a, b = (int(rng.choice(by_speaker[s])) for s in (first, second))
-        different.append(cosine((a, *_span(rng, corpus.utterances[a].n_frames, low, high)),
-                                (b, *_span(rng, corpus.utterances[b].n_frames, low, high))))
+        different.append(cosine((a, *random_span(rng, corpus.utterances[a].n_frames, low, high)),
+                                (b, *random_span(rng, corpus.utterances[b].n_frames, low, high))))
     return same, different

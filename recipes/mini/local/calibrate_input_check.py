@@ -19,8 +19,9 @@ import numpy as np
 import torch
 
 from voiceconv.data import PreparedCorpus
-from voiceconv.input_check import MAX_FRAMES, calibrate
+from voiceconv.input_check import calibrate
 from voiceconv.models.vc_model import VCModel
+from voiceconv.similarity_calibration import random_span
 
 
 def spans(corpus, speakers: list[str], count: int, rng) -> tuple[list, list[str]]:
@@ -33,9 +34,7 @@ def spans(corpus, speakers: list[str], count: int, rng) -> tuple[list, list[str]
     for _ in range(count):
         speaker = speakers[int(rng.integers(len(speakers)))]
         index = by_speaker[speaker][int(rng.integers(len(by_speaker[speaker])))]
-        n_frames = corpus.utterances[index].n_frames
-        length = min(n_frames, int(rng.integers(172, 690)), MAX_FRAMES)  # 2-8 s at 86 frames/s, as users' clips
-        offset = int(rng.integers(n_frames - length + 1))
+        offset, length = random_span(rng, corpus.utterances[index].n_frames, 172, 689)  # 2-8 s, as users' clips
         mels.append(corpus.mel(index, offset, length))
         labels.append(speaker)
     return mels, labels

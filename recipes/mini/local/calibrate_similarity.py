@@ -32,7 +32,7 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=2000, help="pairs of each kind (same and different speaker)")
     parser.add_argument("--quantiles", type=int, default=N_QUANTILES, help="quantiles stored per kind of pair")
     # The recipe's eSpeak voices are synthetic: pairs of them are not the real recordings users bring.
-    parser.add_argument("--skip-speakers", default=r"^syn_",
+    parser.add_argument("--exclude-speakers", default=r"^syn_", metavar="REGEX",
                         help="regular expression of speakers to leave out (default: the synthetic eSpeak voices)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
@@ -40,7 +40,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     corpus = PreparedCorpus(args.data)
-    skip = re.compile(args.skip_speakers) if args.skip_speakers else None
+    skip = re.compile(args.exclude_speakers) if args.exclude_speakers else None
     speakers = [s for s in corpus.speakers if skip is None or not skip.search(s)]
     model = VCModel.from_pretrained(args.model, device="cpu")
 
@@ -57,7 +57,7 @@ def main() -> None:
                 "different utterances of one speaker, or two non-overlapping spans of its only utterance; "
                 "different speakers: one span each of two speakers; speakers drawn uniformly"),
         data={"corpus": str(args.data), "speakers": len(speakers), "utterances": len(corpus.indices_for(speakers)),
-              "skipped_speakers": args.skip_speakers, "pairs_per_kind": args.pairs, "seed": args.seed,
+              "skipped_speakers": args.exclude_speakers, "pairs_per_kind": args.pairs, "seed": args.seed,
               "same_speaker_mean": round(float(np.mean(same)), 6),
               "different_speaker_mean": round(float(np.mean(different)), 6),
               "note": "the model trained on these speakers; a user's unseen voice may score lower with itself"},
