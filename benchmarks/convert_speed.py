@@ -100,7 +100,7 @@ def child(args) -> None:
 
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
-    from voiceconv.api import VoiceConverter
+    from voiceconv.convert.converter import VoiceConverter
 
     vc = VoiceConverter.from_pretrained(args.model, vocoder=args.vocoder, device="cpu")
     loaded = time.perf_counter()

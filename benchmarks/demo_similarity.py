@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from scipy.stats import spearmanr
 
-    from voiceconv.api import VoiceConverter
+    from voiceconv.convert.converter import VoiceConverter
 
     torch.set_num_threads(args.threads)
     vc = VoiceConverter.from_pretrained(args.model, vocoder="griffin-lim", device="cpu")

@@ -24,7 +24,7 @@ import numpy as np
 
 def measure_pitch_options(vc, pairs, options) -> dict[str, dict[str, float]]:
     """``pairs``: [(source, [refs])]; ``options``: pitch values for ``convert``. Returns mean figures per option."""
-    from voiceconv.pitch import F0Stats, parse_pitch
+    from voiceconv.convert.pitch import F0Stats, parse_pitch
 
     figures = {str(o): {"cosine": [], "f0_st": [], "shift_st": []} for o in options}
     for source, refs in pairs:
@@ -54,7 +54,7 @@ def main() -> None:
 
     from speaker_similarity import read_pair_list
 
-    from voiceconv.api import VoiceConverter
+    from voiceconv.convert.converter import VoiceConverter
 
     vc = VoiceConverter.from_pretrained(args.model, vocoder=args.vocoder, device=args.device)
     pairs = read_pair_list(args.pairs)

@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from voiceconv.api import VoiceConverter
+    from voiceconv.convert.converter import VoiceConverter
     from voiceconv.evaluation import read_pairs
     from voiceconv.evaluation.evaluator import Judges
 

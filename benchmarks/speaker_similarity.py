@@ -41,7 +41,7 @@ def measure(vc, pairs, pitch="off") -> dict[str, list[float]]:
 
 
 def read_pair_list(path: str) -> list[tuple]:
-    from voiceconv.batch import read_pairs
+    from voiceconv.convert.batch import read_pairs
 
     with tempfile.TemporaryDirectory() as tmp:
         rows = read_pairs(path, tmp)
@@ -60,7 +60,7 @@ def main() -> None:
     parser.add_argument("--device", default=None)
     args = parser.parse_args()
 
-    from voiceconv.api import VoiceConverter
+    from voiceconv.convert.converter import VoiceConverter
 
     vc = VoiceConverter.from_pretrained(args.model, vocoder=args.vocoder, device=args.device)
     pairs = read_pair_list(args.pairs)

@@ -58,10 +58,10 @@ def main() -> None:
     from convert_speed import random_model
     from helpers import synthetic_voice
 
-    from voiceconv.api import VoiceConverter
     from voiceconv.audio import load_audio
+    from voiceconv.convert.converter import VoiceConverter
+    from voiceconv.convert.streaming import StreamingConverter
     from voiceconv.features import MelSpectrogram
-    from voiceconv.streaming import StreamingConverter
 
     with tempfile.TemporaryDirectory() as tmp:
         model, vocoder = args.model, args.vocoder

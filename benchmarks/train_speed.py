@@ -1,4 +1,4 @@
-"""Training speed and peak memory of the VC model: steps/s of ``voiceconv.train.train_step`` on random mels.
+"""Training speed and peak memory of the VC model: steps/s of ``vc_trainer.train_step`` on random mels.
 
     python benchmarks/train_speed.py                               # default config, batch 32 x 128 frames
     python benchmarks/train_speed.py --config voiceconv/conf/adain_vc_vq_adv.yaml --device cpu --threads 2
@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 
 from voiceconv.models.vc_model import VCModel
-from voiceconv.train import State, _optimizer, load_experiment, train_step
-from voiceconv.training_utils import Distributed, NanGuard
+from voiceconv.training.loop import Distributed, NanGuard
+from voiceconv.training.vc_trainer import State, _optimizer, load_experiment, train_step
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "voiceconv" / "conf" / "adain_vc.yaml"
 

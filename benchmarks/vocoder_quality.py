@@ -21,8 +21,8 @@ import time
 import numpy as np
 import torch
 
-from voiceconv.data import PreparedCorpus
-from voiceconv.train_vocoder import split_validation
+from voiceconv.training.data import PreparedCorpus
+from voiceconv.training.vocoder_trainer import split_validation
 from voiceconv.vocoder.model import Vocoder
 from voiceconv.vocoder.quality import (
     frame_rate_modulation_db,

@@ -34,7 +34,7 @@ import torch
 
 import voiceconv
 from voiceconv.features import MelConfig, MelSpectrogram
-from voiceconv.train_vocoder import load_experiment
+from voiceconv.training.vocoder_trainer import load_experiment
 from voiceconv.vocoder.hifigan import PRESETS
 from voiceconv.vocoder.model import Vocoder, VocoderConfig
 

@@ -1,6 +1,6 @@
 """The voiceconv web demo as a stand-alone script: ``python demo/app.py [--model DIR] [--port 7860] ...``.
 
-It takes the same options as ``voiceconv demo`` and runs the same app (voiceconv/demo_app.py), so
+It takes the same options as ``voiceconv demo`` and runs the same app (voiceconv/demo/app.py), so
 the installed package and this script never drift apart.
 """
 

@@ -17,13 +17,14 @@ import torch
 from helpers import synthetic_voice
 
 import voiceconv
-from voiceconv.api import VoiceConverter
-from voiceconv.chunking import ChunkPlan, ConversionEngine, MelStream, model_receptive_field
 from voiceconv.config import from_dict, load_yaml
+from voiceconv.convert.converter import VoiceConverter
+from voiceconv.convert.engine import ConversionEngine, model_receptive_field
+from voiceconv.convert.speaker import Speaker, SpeakerFileError, SpeakerMismatchError
+from voiceconv.convert.windows import ChunkPlan, MelStream
 from voiceconv.errors import AudioError, CheckpointError, VoiceconvError
 from voiceconv.features import MelConfig, MelMismatchError, MelSpectrogram
 from voiceconv.models.vc_model import VCConfig, VCModel
-from voiceconv.speaker import Speaker, SpeakerFileError, SpeakerMismatchError
 from voiceconv.vocoder.generator import ISTFTGeneratorConfig
 from voiceconv.vocoder.model import Vocoder, VocoderConfig
 
@@ -291,7 +292,7 @@ def test_input_up_to_one_window_is_converted_whole():
 def test_chunked_conversion_matches_whole_away_from_window_edges():
     """Small windows on a 6 s input: the converted mel stays close to whole-utterance conversion.
 
-    Not exact: each window's instance norm uses its own frames' statistics (see voiceconv.chunking).
+    Not exact: each window's instance norm uses its own frames' statistics (see voiceconv.convert.engine).
     The bound is relative to how far conversion moves the mel, and the same output misplaced by
     8 frames must be clearly worse, so the test checks placement as well as closeness.
     """

@@ -17,8 +17,8 @@ import soundfile as sf
 from helpers import synthetic_voice
 from test_api import SR, save_tiny_model, tiny_converter, write_voice
 
-from voiceconv.batch import BatchError, read_pairs, resolve_shard, run_batch, safe_output_path
 from voiceconv.cli import main as cli_main
+from voiceconv.convert.batch import BatchError, read_pairs, resolve_shard, run_batch, safe_output_path
 from voiceconv.errors import VoiceconvError
 
 

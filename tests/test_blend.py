@@ -9,8 +9,8 @@ import torch
 from test_api import save_tiny_model, tiny_converter, write_voice
 
 from voiceconv.cli import main
+from voiceconv.convert.speaker import Speaker
 from voiceconv.errors import VoiceconvError
-from voiceconv.speaker import Speaker
 
 
 @pytest.fixture(scope="module")

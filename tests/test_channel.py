@@ -1,4 +1,4 @@
-"""Recording-channel corruption of log-mels (voiceconv/channel.py): each corruption does what it says."""
+"""Recording-channel corruption of log-mels (voiceconv/training/channel.py): each corruption does what it says."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from voiceconv.channel import ChannelConfig, corrupt, mel_band_centres
 from voiceconv.errors import ConfigError
 from voiceconv.features import MelConfig
+from voiceconv.training.channel import ChannelConfig, corrupt, mel_band_centres
 
 MEL = MelConfig()
 OFF = dict(eq_probability=0.0, band_limit_probability=0.0, reverb_probability=0.0, noise_probability=0.0)

@@ -1,4 +1,4 @@
-"""The Gradio web demo (voiceconv/demo_app.py) driven through its HTTP API with gradio_client.
+"""The Gradio web demo (voiceconv/demo/app.py) driven through its HTTP API with gradio_client.
 
 A tiny random-init VC model (conf/debug.yaml) and a tiny random-init iSTFT vocoder are saved in
 tmp_path as a ``vc/`` + ``vocoder/`` bundle, so the tests need no trained weights and never read
@@ -107,7 +107,7 @@ def demo_env(tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(demo_env):
     """The demo served in this process on a free port (so tests can look at its cache)."""
-    from voiceconv.demo_app import DemoConfig, launch
+    from voiceconv.demo.app import DemoConfig, launch
 
     bundle = make_bundle(demo_env / "bundle")
     clips = write_clips(demo_env / "clips")
@@ -171,7 +171,7 @@ def test_voiceconv_demo_command_serves_and_converts(tmp_path):
                     reason="no shipped default model in voiceconv/pretrained/vc yet")
 def test_shipped_default_model_serves_the_demo(tmp_path, demo_env):
     """With no --model, the demo loads the shipped model (and its vocoder) and converts."""
-    from voiceconv.demo_app import DemoBackend, DemoConfig
+    from voiceconv.demo.app import DemoBackend, DemoConfig
 
     backend = DemoBackend(DemoConfig())
     assert backend.model_names == ["default"]
@@ -322,7 +322,7 @@ def test_upload_over_the_size_limit_is_refused(server):
 def test_only_uploads_and_the_gallery_are_served(server, monkeypatch):
     import httpx
 
-    import voiceconv.demo_app as demo_app
+    import voiceconv.demo.app as demo_app
 
     assert httpx.get(server.url + "gradio_api/file=/etc/passwd").status_code == 403
     assert httpx.get(server.url + f"gradio_api/file={REPO / 'pyproject.toml'}").status_code == 403
@@ -353,7 +353,7 @@ def test_server_binds_localhost_without_share_or_analytics(server):
 
 
 def test_griffin_lim_fallback_is_reported(tmp_path, demo_env):
-    from voiceconv.demo_app import DemoBackend, DemoConfig, result_markdown
+    from voiceconv.demo.app import DemoBackend, DemoConfig, result_markdown
 
     bundle = make_bundle(tmp_path / "no_vocoder", neural_vocoder=False)
     clips = write_clips(tmp_path / "clips")
@@ -368,7 +368,7 @@ def test_griffin_lim_fallback_is_reported(tmp_path, demo_env):
 
 
 def test_several_models_are_offered_by_name(tmp_path, demo_env):
-    from voiceconv.demo_app import DemoBackend, DemoConfig
+    from voiceconv.demo.app import DemoBackend, DemoConfig
 
     first = make_bundle(tmp_path / "a" / "run", neural_vocoder=False)
     second = make_bundle(tmp_path / "b" / "run", neural_vocoder=False)
@@ -381,7 +381,7 @@ def test_several_models_are_offered_by_name(tmp_path, demo_env):
 
 
 def test_mel_figure_shares_one_colour_scale():
-    from voiceconv.demo_app import mel_figure
+    from voiceconv.demo.app import mel_figure
 
     rng = np.random.default_rng(0)
     mels = [rng.normal(-5, 1, (80, 50)), rng.normal(-3, 2, (80, 70)), rng.normal(-8, 1, (80, 50))]
@@ -395,7 +395,7 @@ def test_mel_figure_shares_one_colour_scale():
 
 
 def test_gallery_is_bundled_with_attribution():
-    from voiceconv.demo_app import GALLERY_DIR, load_gallery
+    from voiceconv.demo.app import GALLERY_DIR, load_gallery
 
     voices = load_gallery()
     assert len(voices) == 4
@@ -409,7 +409,7 @@ def test_gallery_is_bundled_with_attribution():
 
 
 def test_config_rejects_impossible_limits():
-    from voiceconv.demo_app import DemoConfig
+    from voiceconv.demo.app import DemoConfig
     from voiceconv.errors import VoiceconvError
 
     with pytest.raises(VoiceconvError, match="min_seconds < max_seconds"):
@@ -422,7 +422,7 @@ def test_config_rejects_impossible_limits():
 
 def result_with(similarity, **changes):
     """A ConversionResult for unit tests of the page text (no model needed)."""
-    from voiceconv.demo_app import ConversionResult
+    from voiceconv.demo.app import ConversionResult
 
     fields = dict(audio=np.zeros(10, np.float32), sample_rate=22050, figure=None, similarity=similarity,
                   seconds_convert=0.5, seconds_total=0.8, source_seconds=2.0, neural_vocoder=True,
@@ -431,7 +431,7 @@ def result_with(similarity, **changes):
 
 
 def test_result_text_reports_vocoder_and_unmeasurable_similarity():
-    from voiceconv.demo_app import OWN, Similarity, result_markdown
+    from voiceconv.demo.app import OWN, Similarity, result_markdown
 
     result = result_with(Similarity(OWN, ["t"], [float("nan")], [0.25]))
     text = result_markdown(result)
@@ -445,7 +445,7 @@ def test_result_text_reports_vocoder_and_unmeasurable_similarity():
 
 def test_similarity_of_a_silent_result_is_not_an_error(server):
     """Neither the model's own encoder nor the judge fails on a clip with nothing to embed: NaN, shown as n/a."""
-    from voiceconv.demo_app import _similarity
+    from voiceconv.demo.app import _similarity
 
     converter = server.backend.converter(None, None)
     speaker = server.backend.gallery_speaker(server.model, server.backend.gallery[0])
@@ -458,7 +458,7 @@ def test_similarity_of_a_silent_result_is_not_an_error(server):
 
 
 def toy_calibration():
-    from voiceconv.similarity_calibration import SimilarityCalibration
+    from voiceconv.demo.calibration import SimilarityCalibration
 
     rng = np.random.default_rng(0)
     return SimilarityCalibration.from_cosines(rng.uniform(0.90, 1.0, 500), rng.uniform(0.6, 0.9, 500),
@@ -467,7 +467,7 @@ def toy_calibration():
 
 def test_similarity_text_names_the_measure_and_how_to_read_it():
     """Judge, calibrated own encoder and raw own encoder each get their own label; none looks like the others."""
-    from voiceconv.demo_app import CALIBRATED, JUDGE, OWN, Similarity, result_markdown
+    from voiceconv.demo.app import CALIBRATED, JUDGE, OWN, Similarity, result_markdown
 
     judge = result_markdown(result_with(Similarity(JUDGE, ["t"], [0.712], [0.55])))
     assert "| speaker similarity to the target | Resemblyzer cosine |" in judge
@@ -504,9 +504,9 @@ def test_similarity_text_names_the_measure_and_how_to_read_it():
 
 def test_backend_uses_the_judge_else_the_calibration_else_the_raw_score(tmp_path, demo_env, monkeypatch):
     """Which measure a conversion gets, with the judge importable or not and a calibration file or none."""
-    import voiceconv.demo_app as demo_app
+    import voiceconv.demo.app as demo_app
     from voiceconv.checkpoint import read_config
-    from voiceconv.similarity_calibration import SimilarityCalibration
+    from voiceconv.demo.calibration import SimilarityCalibration
 
     bundle = make_bundle(tmp_path / "bundle", neural_vocoder=False)
     clips = write_clips(tmp_path / "clips")
@@ -558,7 +558,7 @@ def test_backend_uses_the_judge_else_the_calibration_else_the_raw_score(tmp_path
 
 def test_judge_is_loaded_once_and_never_fails_the_page(tmp_path, demo_env, monkeypatch):
     """The real Resemblyzer judge when it is installed: loaded on first use, once per backend."""
-    import voiceconv.demo_app as demo_app
+    import voiceconv.demo.app as demo_app
 
     if not demo_app.judge_available():
         pytest.skip("the Resemblyzer judge ([eval] extra) is not installed")
@@ -581,8 +581,8 @@ def test_judge_is_loaded_once_and_never_fails_the_page(tmp_path, demo_env, monke
 def test_similarity_calibration_from_corpus_spans(tmp_path):
     """pair_cosines draws same-speaker pairs from two spans of one speaker and different-speaker pairs
     across speakers; the saved quantiles round-trip and rank a cosine among them."""
+    from voiceconv.demo.calibration import FILE_NAME, SimilarityCalibration, pair_cosines
     from voiceconv.errors import CheckpointError
-    from voiceconv.similarity_calibration import FILE_NAME, SimilarityCalibration, pair_cosines
 
     rng = np.random.default_rng(0)
     voices = {"a": rng.normal(size=8), "b": rng.normal(size=8), "c": rng.normal(size=8)}
@@ -629,7 +629,7 @@ def test_similarity_calibration_from_corpus_spans(tmp_path):
 
 def test_input_check_warning_reaches_the_page(server, monkeypatch):
     """A source (and reference) the input check flags converts anyway, with the warning at the top of the text."""
-    from voiceconv.input_check import InputCheck
+    from voiceconv.convert.input_check import InputCheck
 
     converters = server.backend.converters[server.model].values()
     model = next(iter(converters)).model
@@ -651,7 +651,7 @@ def test_input_check_warning_reaches_the_page(server, monkeypatch):
 def test_blend_of_two_gallery_voices(server):
     """A 50/50 blend converts, names the blend and measures against each voice; the old 7-argument call
     (no blend inputs, as benchmarks/demo_load.py makes it) still works and blends nothing."""
-    from voiceconv.speaker import Speaker
+    from voiceconv.convert.speaker import Speaker
 
     client = Client(server.url, verbose=False)
     result, info, plot = convert(client, server.clips.source, voice="librispeech_2136", blend="librispeech_1898",

@@ -64,7 +64,7 @@ def test_failed_write_leaves_nothing_behind(tmp_path):
 
 
 def test_convert_checks_the_source_before_embedding_the_target(tmp_path, monkeypatch, capsys):
-    from voiceconv.api import VoiceConverter
+    from voiceconv.convert.converter import VoiceConverter
 
     models = save_tiny_model(tmp_path / "models")[0].parent
     ref = write_voice(tmp_path / "ref.wav", 210.0, 0.8, seed=2)
@@ -93,8 +93,8 @@ def test_convert_checks_the_source_before_embedding_the_target(tmp_path, monkeyp
 def test_batch_rows_with_a_bad_source_embed_nothing(tmp_path, monkeypatch):
     import csv
 
-    from voiceconv.api import VoiceConverter
-    from voiceconv.batch import run_batch
+    from voiceconv.convert.batch import run_batch
+    from voiceconv.convert.converter import VoiceConverter
 
     models = save_tiny_model(tmp_path / "models")[0].parent
     pairs = make_pairs(tmp_path / "batch", 2)

@@ -1,4 +1,4 @@
-"""The input check (voiceconv/input_check.py): out-of-domain clips score high, and the warning reaches
+"""The input check (voiceconv/convert/input_check.py): out-of-domain clips score high, and the warning reaches
 the CLI and the batch status CSV (the demo's is in test_demo.py)."""
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from test_api import save_tiny_model, tiny_model, write_voice
 from test_batch import make_pairs
 from test_train import short_run
 
-from voiceconv.api import VoiceConverter
 from voiceconv.cli import main
-from voiceconv.data import PreparedCorpus
-from voiceconv.input_check import InputCheck, calibrate
+from voiceconv.convert.converter import VoiceConverter
+from voiceconv.convert.input_check import InputCheck, calibrate
 from voiceconv.models.vc_model import VCModel
+from voiceconv.training.data import PreparedCorpus
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,7 @@ def test_calibrated_check_scores_tones_and_music_above_held_out_speech(trained):
 
 
 def check_features(model, check, mel):
-    from voiceconv.input_check import clip_features
+    from voiceconv.convert.input_check import clip_features
 
     return clip_features(model, mel, check.speaker_bank)
 

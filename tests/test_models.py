@@ -1,4 +1,4 @@
-"""Tests of the AdaIN-VC model family (voiceconv.models) and of training augmentation (voiceconv.augment)."""
+"""Tests of the AdaIN-VC model family (voiceconv.models) and of training augmentation (voiceconv.training.augment)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ import torch
 import yaml
 
 import voiceconv
-from voiceconv.augment import AugmentConfig, apply_gain, augment_batch, n_virtual_speakers, warp_mel
 from voiceconv.config import apply_overrides, deep_merge, from_dict, load_yaml
 from voiceconv.errors import ConfigError, VoiceconvError
 from voiceconv.features import MelConfig, MelMismatchError
@@ -21,6 +20,7 @@ from voiceconv.models import VCConfig, VCModel
 from voiceconv.models.layers import gradient_reversal, instance_norm, masked_mean
 from voiceconv.models.quantizer import QuantizerConfig, VectorQuantizer
 from voiceconv.models.speaker_classifier import SpeakerClassifierConfig
+from voiceconv.training.augment import AugmentConfig, apply_gain, augment_batch, n_virtual_speakers, warp_mel
 
 CONF = Path(voiceconv.__file__).parent / "conf"
 VARIANTS = ["adain_vc", "adain_vc_vq", "adain_vc_adv", "adain_vc_vq_adv"]

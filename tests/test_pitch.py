@@ -10,11 +10,11 @@ import torch
 from helpers import synthetic_voice
 from test_api import SR
 
-from voiceconv.api import VoiceConverter
+from voiceconv.convert.converter import VoiceConverter
+from voiceconv.convert.pitch import F0Stats, auto_semitones, parse_pitch, shift_magnitude, track_f0
+from voiceconv.convert.speaker import Speaker
 from voiceconv.errors import VoiceconvError
 from voiceconv.features import MelConfig, MelSpectrogram
-from voiceconv.pitch import F0Stats, auto_semitones, parse_pitch, shift_magnitude, track_f0
-from voiceconv.speaker import Speaker
 from voiceconv.vocoder.model import Vocoder
 
 

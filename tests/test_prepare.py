@@ -19,7 +19,9 @@ from helpers import synthetic_voice, write_corpus
 
 from voiceconv.audio import load_audio, trim_silence
 from voiceconv.cli import main
-from voiceconv.data import (
+from voiceconv.errors import VoiceconvError
+from voiceconv.features import MelConfig, MelSpectrogram
+from voiceconv.training.data import (
     ManifestRow,
     PreparedCorpus,
     SegmentBatcher,
@@ -27,8 +29,6 @@ from voiceconv.data import (
     read_manifest,
     write_manifest,
 )
-from voiceconv.errors import VoiceconvError
-from voiceconv.features import MelConfig, MelSpectrogram
 
 SR = 22050
 

@@ -11,10 +11,10 @@ from test_train import short_run  # a short run on the synthetic multi-speaker c
 
 from voiceconv import cli
 from voiceconv.checkpoint import resolve_model_dir
-from voiceconv.data import PreparedCorpus
 from voiceconv.errors import CheckpointError
+from voiceconv.evaluation.probe import ProbeConfig, format_table, make_chunks, run_probe
 from voiceconv.models.vc_model import VCModel
-from voiceconv.probe import ProbeConfig, format_table, make_chunks, run_probe
+from voiceconv.training.data import PreparedCorpus
 
 
 @pytest.fixture(scope="module")

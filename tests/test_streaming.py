@@ -8,11 +8,11 @@ import torch
 from helpers import synthetic_voice
 from test_api import SR, LocalModel, tiny_converter, tiny_vocoder
 
-from voiceconv.api import VoiceConverter
-from voiceconv.chunking import vocoder_receptive_field
+from voiceconv.convert.converter import VoiceConverter
+from voiceconv.convert.engine import vocoder_receptive_field
+from voiceconv.convert.streaming import StreamingConverter
 from voiceconv.errors import VoiceconvError
 from voiceconv.features import MelSpectrogram
-from voiceconv.streaming import StreamingConverter
 from voiceconv.vocoder.generator import ISTFTGeneratorConfig
 from voiceconv.vocoder.model import Vocoder, VocoderConfig
 

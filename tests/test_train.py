@@ -19,15 +19,15 @@ import pytest
 import torch
 
 import voiceconv
-import voiceconv.train as train_module
+import voiceconv.training.vc_trainer as train_module
 from voiceconv import cli
 from voiceconv.checkpoint import load_train_state
-from voiceconv.data import ManifestRow, PreparedCorpus, prepare, write_manifest
 from voiceconv.errors import ConfigError
 from voiceconv.features import MelConfig
 from voiceconv.models.vc_model import VCModel
-from voiceconv.train import State, load_experiment, loss_weights, train, train_step
-from voiceconv.training_utils import Distributed, NanGuard, TrainingError, read_metrics
+from voiceconv.training.data import ManifestRow, PreparedCorpus, prepare, write_manifest
+from voiceconv.training.loop import Distributed, NanGuard, TrainingError, read_metrics
+from voiceconv.training.vc_trainer import State, load_experiment, loss_weights, train, train_step
 
 DEBUG_CONFIG = Path(voiceconv.__file__).parent / "conf" / "debug.yaml"
 
@@ -360,7 +360,7 @@ DENOISE = ["train.channel.probability=1.0", "train.separate_reference=true"]
 
 
 def test_batcher_reference_is_another_segment_of_the_same_speaker(corpus):
-    from voiceconv.data import SegmentBatcher
+    from voiceconv.training.data import SegmentBatcher
 
     data = PreparedCorpus(corpus)
     plain = SegmentBatcher(data, 32, 8, seed=0).batch(3)
@@ -406,13 +406,13 @@ def test_denoising_training_learns_and_moves_every_parameter(corpus, tmp_path):
 
 def test_channel_inputs_reach_the_encoders_and_the_target_stays_clean(corpus):
     """With the channel on, the model gets corrupted ``content_mel``/``speaker_mel`` and the clean ``mel``."""
-    from voiceconv.train import _encoder_inputs
+    from voiceconv.training.vc_trainer import _encoder_inputs
 
     experiment_config = experiment(*DENOISE)
     model = VCModel(experiment_config.model)
     state = State(model, torch.optim.Adam(model.parameters()), experiment_config.train,
                   Distributed(), NanGuard(5))
-    from voiceconv.data import SegmentBatcher
+    from voiceconv.training.data import SegmentBatcher
 
     batch = SegmentBatcher(PreparedCorpus(corpus), 32, 8, seed=0, with_reference=True).batch(0)
     inputs = _encoder_inputs(batch, state)

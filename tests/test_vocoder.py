@@ -436,7 +436,7 @@ def test_shipped_configs_describe_the_published_variants():
     from pathlib import Path
 
     import voiceconv
-    from voiceconv.train_vocoder import load_experiment
+    from voiceconv.training.vocoder_trainer import load_experiment
 
     params = {}
     for name in ("istft", "hifigan_v1", "hifigan_v2", "hifigan_v3", "debug"):

@@ -12,16 +12,16 @@ from helpers import write_corpus
 import voiceconv
 from voiceconv.checkpoint import resolve_model_dir
 from voiceconv.config import apply_overrides, from_dict, load_yaml
-from voiceconv.data import PreparedCorpus, SegmentBatcher, prepare
 from voiceconv.errors import ConfigError
-from voiceconv.train_vocoder import (
+from voiceconv.training.data import PreparedCorpus, SegmentBatcher, prepare
+from voiceconv.training.loop import Distributed, read_metrics
+from voiceconv.training.vocoder_trainer import (
     VocoderExperiment,
     build_state,
     learning_rate,
     train,
     train_step,
 )
-from voiceconv.training_utils import Distributed, read_metrics
 from voiceconv.vocoder.model import Vocoder
 
 DEBUG = Path(voiceconv.__file__).parent / "conf" / "vocoder_debug.yaml"
@@ -116,7 +116,7 @@ def test_cli_run_then_resume_is_identical_to_an_uninterrupted_run(prepared, tmp_
     The debug config checkpoints every 2 steps and starts the discriminators at step 2, so the
     resumed part crosses into the adversarial phase with restored optimizer state.
     """
-    import voiceconv.train_vocoder as module
+    import voiceconv.training.vocoder_trainer as module
     from voiceconv.cli import main
 
     base = ["train-vocoder", "--config", str(DEBUG), "--data", str(prepared), "--quiet", "train.steps=4"]
@@ -162,7 +162,7 @@ def test_a_run_saved_before_a_model_option_existed_still_resumes(prepared, tmp_p
     saved = yaml.safe_load(config_path.read_text())
     del saved["model"]["istft"]["magnitude_prior"]  # as an older voiceconv wrote it
     config_path.write_text(yaml.safe_dump(saved))
-    from voiceconv.train_vocoder import experiment_from_args
+    from voiceconv.training.vocoder_trainer import experiment_from_args
 
     resumed = experiment_from_args(None, ["train.steps=2"], tmp_path / "run", resume=True)
     train(resumed, prepared, tmp_path / "run", resume=True, progress=False)
@@ -207,7 +207,7 @@ def test_finetuning_feeds_the_vc_reconstruction_as_input(prepared, tmp_path):
 
 def test_finetune_from_a_saved_vc_model(prepared, tmp_path):
     vc_model = pytest.importorskip("voiceconv.models.vc_model")
-    from voiceconv.train import load_experiment
+    from voiceconv.training.vc_trainer import load_experiment
 
     vc_experiment = load_experiment(Path(voiceconv.__file__).parent / "conf" / "debug.yaml")
     model = vc_model.VCModel(vc_experiment.model)
@@ -228,7 +228,7 @@ def _ddp_worker(rank: int, world_size: int, port: int, prepared: str, out: str, 
                       MASTER_PORT=str(port))
     torch.set_num_threads(1)
     exp = experiment("train.steps=3", "train.adversarial_start_step=1")
-    import voiceconv.train_vocoder as module
+    import voiceconv.training.vocoder_trainer as module
 
     original = module.train_step
     finals = {}

@@ -13,8 +13,8 @@ Heavy modules are imported on first use, so ``import voiceconv`` stays cheap.
 __version__ = "0.1.0"
 
 _LAZY = {
-    "VoiceConverter": "voiceconv.api",
-    "Speaker": "voiceconv.api",
+    "VoiceConverter": "voiceconv.convert.converter",
+    "Speaker": "voiceconv.convert.converter",
     "Vocoder": "voiceconv.vocoder.model",
     "MelConfig": "voiceconv.features",
     "MelSpectrogram": "voiceconv.features",

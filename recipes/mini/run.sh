@@ -149,7 +149,7 @@ stage_2() {
   python - "$CONF" "$DATA_DIR/mel.yaml" <<'EOF'
 import sys
 from voiceconv.config import save_yaml
-from voiceconv.train import load_experiment
+from voiceconv.training.vc_trainer import load_experiment
 save_yaml({"mel": load_experiment(sys.argv[1]).model.mel.to_dict()}, sys.argv[2])
 EOF
   voiceconv prepare "$DATA_DIR/train.csv" --out "$DATA_DIR/prepared" --config "$DATA_DIR/mel.yaml" \

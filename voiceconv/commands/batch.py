@@ -1,6 +1,6 @@
 """voiceconv batch PAIRS.csv --out-dir DIR: convert many pairs; resumable, shardable, per-row status.
 
-See :mod:`voiceconv.batch` for the CSV format and the guarantees (re-runs skip finished outputs,
+See :mod:`voiceconv.convert.batch` for the CSV format and the guarantees (re-runs skip finished outputs,
 SIGKILL-safe, one bad row fails alone, row i goes to shard i % N).
 """
 
@@ -32,8 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     from tqdm import tqdm
 
-    from voiceconv.batch import BatchError, resolve_shard, run_batch
-    from voiceconv.pitch import parse_pitch
+    from voiceconv.convert.batch import BatchError, resolve_shard, run_batch
+    from voiceconv.convert.pitch import parse_pitch
 
     if args.jobs < 1:
         raise BatchError("--jobs must be at least 1")
@@ -41,7 +41,7 @@ def run(args) -> int:
         import logging
 
         # One "pitch auto: ..." line per row would bury the progress bar and the failure lines.
-        logging.getLogger("voiceconv.api").setLevel(logging.WARNING)
+        logging.getLogger("voiceconv.convert.converter").setLevel(logging.WARNING)
     shard = resolve_shard(args.shard)
     converter = None
     if args.jobs == 1:

@@ -38,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def output_paths(sources: list[str], output: str) -> list[Path]:
     """One output path per source; a directory when there are several sources or OUT looks like one."""
-    from voiceconv.api import OUTPUT_FORMATS
+    from voiceconv.convert.converter import OUTPUT_FORMATS
     from voiceconv.errors import VoiceconvError
 
     out = Path(output)
@@ -55,13 +55,13 @@ def output_paths(sources: list[str], output: str) -> list[Path]:
 
 
 def load_converter(args):
-    from voiceconv.api import VoiceConverter
+    from voiceconv.convert.converter import VoiceConverter
 
     return VoiceConverter.from_pretrained(args.model, vocoder=args.vocoder, device=args.device)
 
 
 def run(args) -> int:
-    from voiceconv.pitch import parse_pitch
+    from voiceconv.convert.pitch import parse_pitch
 
     pitch = parse_pitch(args.pitch)
     paths = output_paths(args.sources, args.output)
@@ -73,7 +73,7 @@ def run(args) -> int:
     # Every source is checked before the target is embedded: a bad source fails in seconds.
     for source in args.sources:
         vc.check_source(source)
-    # The input check only warns: the conversion still runs (voiceconv.input_check).
+    # The input check only warns: the conversion still runs (voiceconv.convert.input_check).
     for kind, clip in [*(("source", s) for s in args.sources), *(("reference", r) for r in args.target or [])]:
         report = vc.check_input(clip)
         if report is not None and report.warning:

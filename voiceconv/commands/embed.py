@@ -24,8 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     from pathlib import Path
 
+    from voiceconv.convert.speaker import SPEAKER_SUFFIX
     from voiceconv.errors import VoiceconvError
-    from voiceconv.speaker import SPEAKER_SUFFIX
 
     output = Path(args.output)
     if output.suffix.lower() != SPEAKER_SUFFIX:

@@ -30,8 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     from pathlib import Path
 
+    from voiceconv.convert.pitch import parse_pitch
     from voiceconv.evaluation import evaluate
-    from voiceconv.pitch import parse_pitch
 
     if args.converted and args.vocoder and not args.model:
         raise ValueError("--converted judges existing files; --vocoder is used only with --model, for the reference "

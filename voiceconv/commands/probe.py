@@ -39,9 +39,9 @@ def run(args) -> int:
     import json
 
     from voiceconv.checkpoint import atomic_write_text, resolve_model_dir
-    from voiceconv.data import PreparedCorpus
+    from voiceconv.evaluation.probe import ProbeConfig, format_table, run_probe
     from voiceconv.models.vc_model import VCModel
-    from voiceconv.probe import ProbeConfig, format_table, run_probe
+    from voiceconv.training.data import PreparedCorpus
 
     model_dir = resolve_model_dir(args.model)
     model = VCModel.from_pretrained(model_dir, device=args.device)

@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     import os
 
-    from voiceconv.train import experiment_from_args, train
+    from voiceconv.training.vc_trainer import experiment_from_args, train
 
     overrides = list(args.overrides)
     if args.init_from:

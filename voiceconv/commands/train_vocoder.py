@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     import os
 
-    from voiceconv.train_vocoder import experiment_from_args, train
+    from voiceconv.training.vocoder_trainer import experiment_from_args, train
 
     overrides = list(args.overrides)
     if args.finetune_from_vc:

@@ -1,6 +1,6 @@
 """Recording conditions for robustness evaluation, made on waveforms (never used in training).
 
-Training corrupts *mels* (:mod:`voiceconv.channel`: random smooth EQ, steep band limits,
+Training corrupts *mels* (:mod:`voiceconv.training.channel`: random smooth EQ, steep band limits,
 exponential per-band reverberation, stationary coloured and babble noise). The conditions here are
 different in kind, so they test generalisation rather than memorised corruptions:
 

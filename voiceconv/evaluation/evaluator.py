@@ -295,7 +295,7 @@ def convert_pairs(
     progress: bool = True,
     converter=None,
 ) -> tuple[dict[int, Path], dict[int, float], dict]:
-    """Convert every pair with :class:`voiceconv.api.VoiceConverter` (``converter``, or one loaded here).
+    """Convert every pair with :class:`voiceconv.convert.converter.VoiceConverter` (``converter``, or one loaded here).
 
     Returns ``(outputs, compute seconds per pair, model description)``. The timed span is
     ``convert`` (loading the source, the model, the vocoder); the target embedding is cached per
@@ -303,8 +303,8 @@ def convert_pairs(
     """
     from tqdm import tqdm
 
-    from voiceconv.api import VoiceConverter
     from voiceconv.audio import save_audio
+    from voiceconv.convert.converter import VoiceConverter
 
     if converter is None:
         converter = VoiceConverter.from_pretrained(model, vocoder=vocoder, device=device)
@@ -514,7 +514,7 @@ def evaluate(
     compute_seconds: dict[int, float] = {}
     converter = None
     if converted_dir is None or (reference_rows and model is not None):
-        from voiceconv.api import VoiceConverter
+        from voiceconv.convert.converter import VoiceConverter
 
         converter = VoiceConverter.from_pretrained(model, vocoder=vocoder, device=device)
     if converted_dir is not None:

@@ -46,7 +46,7 @@ class SameConv1d(nn.Module):
         return self.conv(x)
 
 
-# Long-input and streaming conversion (voiceconv.chunking) run the model window by window but want
+# Long-input and streaming conversion (voiceconv.convert.engine) run the model window by window but want
 # the statistics of the whole utterance; a hook set here supplies them. A context variable keeps the
 # hook local to the calling thread, and with no hook set instance_norm behaves as below.
 _NORM_HOOK: contextvars.ContextVar = contextvars.ContextVar("voiceconv_instance_norm_hook", default=None)

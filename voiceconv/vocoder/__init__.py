@@ -5,7 +5,7 @@
 - generators: :mod:`~voiceconv.vocoder.generator` (ConvNeXt + inverse STFT, the default) and
   :mod:`~voiceconv.vocoder.hifigan` (V1/V2/V3, loads the public jik876 weights);
 - training pieces: :mod:`~voiceconv.vocoder.discriminators`, :mod:`~voiceconv.vocoder.losses`;
-  the loop is :mod:`voiceconv.train_vocoder`;
+  the loop is :mod:`voiceconv.training.vocoder_trainer`;
 - :mod:`~voiceconv.vocoder.quality`: objective resynthesis metrics.
 """
 

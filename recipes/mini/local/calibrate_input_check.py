@@ -1,4 +1,4 @@
-"""Calibrate the input check (voiceconv/input_check.py) of a VC model on its training speech.
+"""Calibrate the input check (voiceconv/convert/input_check.py) of a VC model on its training speech.
 
     python recipes/mini/local/calibrate_input_check.py voiceconv/pretrained/vc --data data/mini/prepared
 
@@ -18,10 +18,10 @@ import time
 import numpy as np
 import torch
 
-from voiceconv.data import PreparedCorpus
-from voiceconv.input_check import calibrate
+from voiceconv.convert.input_check import calibrate
+from voiceconv.demo.calibration import random_span
 from voiceconv.models.vc_model import VCModel
-from voiceconv.similarity_calibration import random_span
+from voiceconv.training.data import PreparedCorpus
 
 
 def spans(corpus, speakers: list[str], count: int, rng) -> tuple[list, list[str]]:

@@ -5,7 +5,7 @@
 Embeds random 2-6 s spans of the prepared training corpus with the model's own speaker encoder and
 writes the sorted quantiles of the cosine for same-speaker pairs (two different spans of one speaker)
 and different-speaker pairs to ``MODEL_DIR/similarity_calibration.json``
-(:mod:`voiceconv.similarity_calibration`). The web demo then shows where a conversion's own-encoder
+(:mod:`voiceconv.demo.calibration`). The web demo then shows where a conversion's own-encoder
 cosine ranks among real pairs when the independent judge (Resemblyzer) is not installed. Display
 only: no conversion reads the file.
 """
@@ -20,9 +20,9 @@ import numpy as np
 import torch
 
 from voiceconv.checkpoint import read_config
-from voiceconv.data import PreparedCorpus
+from voiceconv.demo.calibration import N_QUANTILES, SimilarityCalibration, pair_cosines
 from voiceconv.models.vc_model import VCModel
-from voiceconv.similarity_calibration import N_QUANTILES, SimilarityCalibration, pair_cosines
+from voiceconv.training.data import PreparedCorpus
 
 
 def main() -> None:

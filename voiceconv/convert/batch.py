@@ -40,10 +40,10 @@ from pathlib import Path, PurePosixPath
 
 import soundfile as sf
 
-from voiceconv.api import OUTPUT_FORMATS
-from voiceconv.chunking import check_source
+from voiceconv.convert.converter import OUTPUT_FORMATS
+from voiceconv.convert.source import check_source
+from voiceconv.convert.speaker import SPEAKER_SUFFIX
 from voiceconv.errors import VoiceconvError
-from voiceconv.speaker import SPEAKER_SUFFIX
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ class Result:
     reason: str = ""
     audio_seconds: float = 0.0
     seconds: float = 0.0
-    warning: str = ""  # the input check's warning about the source (voiceconv.input_check), if any
+    warning: str = ""  # the input check's warning about the source (voiceconv.convert.input_check), if any
 
 
 @dataclass
@@ -256,7 +256,7 @@ _WORKER: dict = {}
 def _init_worker(model, vocoder, device, threads: int, parent: int) -> None:
     import torch
 
-    from voiceconv.api import VoiceConverter
+    from voiceconv.convert.converter import VoiceConverter
 
     torch.set_num_threads(threads)
     logging.basicConfig(level=logging.WARNING)
@@ -272,7 +272,7 @@ def _parent_alive() -> bool:
 
 def _embed(key: tuple[str, ...], vc=None):
     """``(key, Speaker or None, error)``: a .spk file is loaded and checked, references are embedded."""
-    from voiceconv.speaker import Speaker
+    from voiceconv.convert.speaker import Speaker
 
     vc = vc or _WORKER["vc"]
     try:
@@ -362,7 +362,7 @@ def run_batch(pairs: str | os.PathLike, out_dir: str | os.PathLike, *, model=Non
     """
     from tqdm import tqdm
 
-    from voiceconv.pitch import parse_pitch
+    from voiceconv.convert.pitch import parse_pitch
 
     pitch = parse_pitch(pitch)
     out_dir = Path(out_dir)
@@ -383,7 +383,7 @@ def run_batch(pairs: str | os.PathLike, out_dir: str | os.PathLike, *, model=Non
     pool = None
     try:
         if converter is None and jobs <= 1:
-            from voiceconv.api import VoiceConverter
+            from voiceconv.convert.converter import VoiceConverter
 
             converter = VoiceConverter.from_pretrained(model, vocoder=vocoder, device=device)
         sample_rate = converter.sample_rate if converter is not None else _model_rate(model)

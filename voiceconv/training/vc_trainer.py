@@ -23,7 +23,7 @@ the loss is ``sum(lambdas[k] * ramp_k(step) * out[k])`` over every ``loss/*`` ke
 optional module, e.g. a quantizer, only adds keys and never needs a branch here). Every ``loss/*``
 and ``metric/*`` goes to TensorBoard and ``metrics.jsonl`` under its own name.
 
-Layout of the run directory (see :class:`voiceconv.training_utils.RunDirectory`): ``config.yaml``,
+Layout of the run directory (see :class:`voiceconv.training.loop.RunDirectory`): ``config.yaml``,
 ``train_state.pt`` (model, optimizer, step, RNG of every rank; read with ``weights_only=True``),
 ``last/`` and ``best/`` (lowest ``val/rec``) and ``checkpoints/step_XXXXXXX/`` (newest K), each a
 released-format model directory that ``VCModel.from_pretrained`` and ``voiceconv convert`` load.
@@ -41,15 +41,15 @@ import numpy as np
 import torch
 import yaml
 
-from voiceconv import training_utils
-from voiceconv.augment import AugmentConfig, augment_batch, n_virtual_speakers
-from voiceconv.channel import ChannelConfig, corrupt
 from voiceconv.checkpoint import atomic_write_text, load_train_state
 from voiceconv.config import to_dict
-from voiceconv.data import PreparedCorpus, SegmentBatcher
 from voiceconv.errors import ConfigError
 from voiceconv.models.vc_model import VCConfig, VCModel
-from voiceconv.training_utils import (
+from voiceconv.training import loop as training_utils
+from voiceconv.training.augment import AugmentConfig, augment_batch, n_virtual_speakers
+from voiceconv.training.channel import ChannelConfig, corrupt
+from voiceconv.training.data import PreparedCorpus, SegmentBatcher
+from voiceconv.training.loop import (
     Distributed,
     NanGuard,
     RunDirectory,

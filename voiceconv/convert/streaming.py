@@ -9,7 +9,7 @@
     for out in streamer.flush():
         speaker_output.write(out)
 
-It is the offline engine (:mod:`voiceconv.chunking`) with one-block windows. Each block, the VC
+It is the offline engine (:mod:`voiceconv.convert.engine`) with one-block windows. Each block, the VC
 model runs on ``history_frames`` of past context + the block + ``lookahead_frames``, and the
 vocoder on its own history + the block + ``vocoder_lookahead`` frames; the window grids are offset
 so that every stage can run the moment a block arrives. The output is the offline conversion
@@ -39,9 +39,10 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 import torch
 
-from voiceconv.chunking import ConversionEngine, streaming_plan, vocoder_receptive_field
+from voiceconv.convert.engine import ConversionEngine, vocoder_receptive_field
+from voiceconv.convert.pitch import parse_pitch
+from voiceconv.convert.windows import streaming_plan
 from voiceconv.errors import AudioError, VoiceconvError
-from voiceconv.pitch import parse_pitch
 
 DEFAULT_BLOCK_FRAMES = 6  # 70 ms blocks at 22.05 kHz / hop 256
 DEFAULT_HISTORY_FRAMES = 120  # 1.4 s of past context: IN statistics over about the training segment length

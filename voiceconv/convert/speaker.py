@@ -48,7 +48,7 @@ class Speaker:
     ``log_f0_mean`` / ``log_f0_std`` are over the voiced 10 ms frames of all references (natural
     log of Hz); NaN when the references had too little voiced speech, which turns ``pitch="auto"``
     into no shift. ``model_sha256`` identifies the weights that produced ``embedding``
-    (:attr:`voiceconv.api.VoiceConverter.model_sha256`); an empty string means unknown (accepted
+    (:attr:`voiceconv.convert.converter.VoiceConverter.model_sha256`); an empty string means unknown (accepted
     by any model, e.g. a vector built by hand with :meth:`from_embedding`).
     """
 

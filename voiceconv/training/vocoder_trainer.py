@@ -18,14 +18,14 @@ Several processes (gloo on CPU, nccl on GPUs; ``train.batch_size`` is the global
 
     torchrun --standalone --nproc_per_node 2 -m voiceconv.cli train-vocoder --config CONF --data D --out RUN
 
-How a step works: :class:`~voiceconv.data.SegmentBatcher` returns mel segments with their aligned
+How a step works: :class:`~voiceconv.training.data.SegmentBatcher` returns mel segments with their aligned
 audio, a pure function of ``(seed, step, rank)``. The generator turns the mel into a waveform.
 Until ``adversarial_start_step`` only the reconstruction losses (``loss/mel``, ``loss/stft``)
 train it, which converges in few steps on a CPU; after that the discriminators (multi-period +
 multi-resolution STFT) take a least-squares GAN step and the generator adds ``loss/fm`` and
 ``loss/adv``. The generator's loss is ``sum(lambdas[k] * out[k])`` over the ``loss/*`` keys present.
 
-Run directory (see :class:`voiceconv.training_utils.RunDirectory`): ``config.yaml``,
+Run directory (see :class:`voiceconv.training.loop.RunDirectory`): ``config.yaml``,
 ``train_state.pt`` (generator, discriminators, both optimizers, step, RNG of every rank),
 ``last/``, ``best/`` (lowest validation log-mel L1) and ``checkpoints/step_XXXXXXX/``, each a
 vocoder directory that :meth:`Vocoder.from_pretrained` loads; ``tb/`` and ``metrics.jsonl``.
@@ -45,7 +45,6 @@ import numpy as np
 import torch
 import yaml
 
-from voiceconv import training_utils
 from voiceconv.checkpoint import (
     atomic_write_text,
     load_pretrained,
@@ -53,9 +52,10 @@ from voiceconv.checkpoint import (
     resolve_model_dir,
 )
 from voiceconv.config import to_dict
-from voiceconv.data import PreparedCorpus, SegmentBatcher
 from voiceconv.errors import ConfigError
-from voiceconv.training_utils import (
+from voiceconv.training import loop as training_utils
+from voiceconv.training.data import PreparedCorpus, SegmentBatcher
+from voiceconv.training.loop import (
     Distributed,
     NanGuard,
     RunDirectory,

@@ -1,66 +1,26 @@
-"""Conversion of any length in bounded memory: the engine behind ``convert``, ``convert_to_file`` and ``stream``.
+"""The windowed stages of the conversion engine (:mod:`voiceconv.convert.engine`).
 
-The pipeline is three incremental stages, each fed as much audio as has arrived::
-
-    audio --MelStream--> log-mel --model windows--> converted log-mel --vocoder windows--> audio
-
-- :class:`MelStream` computes exactly the frames :class:`~voiceconv.features.MelSpectrogram` gives
-  for the whole signal (same reflect padding at the two ends), optionally pitch-shifted.
-- :class:`WindowedStage` runs a function on overlapping windows: window ``k`` owns the *core*
-  frames ``[B_k, B_k+1)`` and also sees ``left`` frames before and ``right`` after; the outputs are
-  joined with a linear crossfade of ``fade`` output samples centred on each core boundary.
-
-Memory is bounded by the window sizes, never by the input length; only the caller's output
-buffer (if it keeps one) grows.
-
-**Exactness.** Convolutions only see their receptive field, so with enough context a window's
-core equals the whole-utterance result. AdaIN-VC's instance norm is different: it normalises
-each channel over *all* frames it is given, so every window uses its own statistics. We keep
-those statistics local on purpose: the model is trained on segments of about 1.5 s, windows of
-30 s are already far longer than that, and utterance-global statistics over an hour of audio
-would be no closer to what the model learned. (Estimating utterance statistics in extra passes
-and freezing them is not exact either: every layer's statistics depend on the layers before, and
-iterating the estimate diverged on untrained models.) Consequences, each covered by a test:
-
-- an input up to ``model_core`` frames (29.7 s by default) is converted in one piece: identical
-  to converting the whole utterance;
-- longer inputs match whole-utterance conversion closely away from window edges, up to the
-  difference between the windows' and the utterance's frame statistics;
-- the vocoder stage is exact for the neural vocoders (they are convolutional); Griffin-Lim is
-  only approximately local, and its joins are crossfaded.
-
-Streaming (:mod:`voiceconv.streaming`) uses the same stages with one-block windows; there the
-instance norm can instead use running statistics of everything converted so far
-(``norm="running"``, through :func:`voiceconv.models.layers.instance_norm_hook`).
+- window plans: where each window's core frames start and end, for whole files and for streaming;
+- :class:`MelStream`, the incremental mel front end;
+- :class:`WindowedStage`, a function run on overlapping windows whose outputs are crossfaded, with
+  each window's instance-norm statistics (:class:`NormStats`).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-import soundfile as sf
-import soxr
 import torch
 
-from voiceconv.audio import SILENCE_PEAK, load_audio
+from voiceconv.convert.pitch import shift_magnitude
 from voiceconv.errors import AudioError
 from voiceconv.features import MelConfig, MelSpectrogram
-from voiceconv.models.layers import instance_norm_hook
-from voiceconv.pitch import shift_magnitude
 
 log = logging.getLogger(__name__)
-
-MIN_SOURCE_SECONDS = 0.25  # shorter sources have too few frames for the 8x-subsampled content code
-READ_BLOCK_SECONDS = 10.0  # source audio is decoded and resampled this many seconds at a time
-_COMPRESSED = ("MP3", "OGG", "MPEG")
-_MIN_DECODED_SHARE = 0.5  # as voiceconv.audio: a compressed stream decoding to less than this is truncated
-
 
 # --------------------------------------------------------------------------------------------------
 # plans
@@ -125,7 +85,7 @@ class MelStream:
 
     After :meth:`finish` the concatenated frames equal ``MelSpectrogram(config)`` applied to the whole
     signal zero-padded to ``ceil(T / hop) * hop`` samples, with each frame's magnitude pitch-shifted by
-    ``semitones`` (:func:`voiceconv.pitch.shift_magnitude`) when that is non-zero.
+    ``semitones`` (:func:`voiceconv.convert.pitch.shift_magnitude`) when that is non-zero.
     """
 
     def __init__(self, config: MelConfig, semitones: float = 0.0):
@@ -260,7 +220,7 @@ class NormStats:
         return mean.float().unsqueeze(-1), var.float().unsqueeze(-1)
 
 
-class _WindowNorm:
+class WindowNorm:
     """Instance-norm hook for one streaming window: running statistics instead of the window's own.
 
     Each call normalises with the statistics of everything already final (``running``) plus this
@@ -413,303 +373,3 @@ class WindowedStage:
         while self.boundary(k + 1) + self.right <= available:
             k += 1
         return max(0, self.boundary(k) * self.scale - (self.fade // 2 if k else 0)) if k else 0
-
-
-# --------------------------------------------------------------------------------------------------
-# the engine
-
-
-class ConversionEngine:
-    """Push source audio ``(n,)`` at the model rate, get converted audio; :meth:`finish` returns the rest.
-
-    The concatenated output has exactly as many samples as were pushed.
-    """
-
-    def __init__(self, model, vocoder, speaker_embedding: torch.Tensor, semitones: float = 0.0,
-                 plan: ChunkPlan | None = None, device: torch.device | None = None, norm: str = "local",
-                 min_running_frames: int = 0):
-        """``norm``: where instance norm takes its statistics in each window: ``"local"`` (the
-        window's own frames) or ``"running"`` (streaming: every frame already final plus this
-        window's core and lookahead, once ``min_running_frames`` frames are final; the statistics
-        then converge to the utterance's). ``vocoder=None`` runs the model stage only.
-        """
-        if norm not in ("local", "running"):
-            raise ValueError(f"norm must be 'local' or 'running', got {norm!r}")
-        self.model, self.vocoder = model, vocoder
-        self.plan = plan = plan or ChunkPlan()
-        self.device = device or next(model.parameters()).device
-        self.speaker = speaker_embedding.to(self.device, torch.float32).reshape(1, -1)  # (1, D)
-        self.mel_config = model.mel_config
-        self.hop = self.mel_config.hop_length
-        self.mel = MelStream(self.mel_config, semitones)
-        self.norm, self.min_running_frames = norm, min_running_frames
-        self.running = NormStats() if norm == "running" else None
-        self.rates: tuple[int, ...] | None = None  # per instance-norm call, found on first use
-        self.model_stage = WindowedStage(self._convert_window, plan.model_core, plan.model_left, plan.model_right,
-                                         plan.model_fade, 1, plan.model_first, align=model_stride(model))
-        self.vocoder_stage = None
-        if vocoder is not None:
-            context = vocoder_receptive_field(vocoder) + 8
-            self.vocoder_stage = WindowedStage(
-                self._vocode_window, plan.vocoder_core,
-                context if plan.vocoder_left is None else plan.vocoder_left,
-                context if plan.vocoder_right is None else plan.vocoder_right,
-                plan.vocoder_fade, self.hop, plan.vocoder_first,
-            )
-        self.received = 0
-        self.emitted = 0
-        self.record_mel: list[torch.Tensor] | None = None  # set to [] to keep the converted mel (tests)
-
-    @torch.inference_mode()
-    def _convert_window(self, mel: torch.Tensor, info: WindowInfo) -> torch.Tensor:
-        mel = mel.unsqueeze(0).to(self.device)  # (1, n_mels, T)
-        if self.running is None:
-            return self.model.convert(mel, self.speaker)[0].float().cpu()
-        if self.rates is None:
-            self.rates = norm_call_rates(self.model, self.speaker)
-        hook = _WindowNorm(info, self.rates, self.running, self.min_running_frames)
-        with instance_norm_hook(hook):
-            out = self.model.convert(mel, self.speaker)  # (1, n_mels, T)
-        self.running.frames += info.end - info.start
-        return out[0].float().cpu()
-
-    @torch.inference_mode()
-    def _vocode_window(self, mel: torch.Tensor, info: WindowInfo) -> torch.Tensor:
-        # One piece: our window already carries the context the vocoder's own chunking would add.
-        return self.vocoder.decode(mel, chunk_frames=mel.shape[-1], context_frames=0)
-
-    def push(self, audio: np.ndarray) -> np.ndarray:
-        audio = np.asarray(audio, dtype=np.float32).reshape(-1)
-        self.received += audio.size
-        return self._through(self.mel.push(audio), finish=False)
-
-    def finish(self) -> np.ndarray:
-        out = self._through(self.mel.finish(), finish=True)
-        # The mel was taken over a whole number of hops; cut the padding back off.
-        excess = self.emitted - self.received
-        if excess > 0:
-            out = out[: out.size - excess]
-            self.emitted -= excess
-        return out
-
-    def _through(self, mel: torch.Tensor, finish: bool) -> np.ndarray:
-        converted = self.model_stage.push(mel)
-        if finish:
-            converted = torch.cat([converted, self.model_stage.finish()], dim=-1)
-        if self.record_mel is not None and converted.shape[-1]:
-            self.record_mel.append(converted)
-        if self.vocoder_stage is None:
-            return np.zeros(0, np.float32)
-        audio = self.vocoder_stage.push(converted)
-        if finish:
-            audio = torch.cat([audio.reshape(-1), self.vocoder_stage.finish().reshape(-1)])
-        audio = audio.reshape(-1).numpy()
-        self.emitted += audio.size
-        return audio
-
-    def planned_output(self, received: int) -> int:
-        """Output samples available after ``received`` input samples (input not finished)."""
-        c = self.mel_config
-        frames = max(0, (received + c.padding - c.n_fft) // c.hop_length + 1) if received > c.padding else 0
-        converted = self.model_stage.planned_output(frames)
-        return self.vocoder_stage.planned_output(converted) if self.vocoder_stage is not None else 0
-
-
-def model_stride(model) -> int:
-    """Time subsampling of the content encoder (8 for AdaIN-VC); windows start on multiples of it."""
-    try:
-        return int(model.config.content_encoder.total_stride)
-    except AttributeError:
-        return 8
-
-
-def vocoder_receptive_field(vocoder) -> int:
-    """Frames of context each side that can reach a vocoder output frame."""
-    generator = getattr(vocoder, "generator", None)
-    return int(getattr(generator, "receptive_field_frames", 64))
-
-
-def norm_call_rates(model, speaker: torch.Tensor) -> tuple[int, ...]:
-    """Input frames per frame at each instance-norm call of ``model.convert``, in call order.
-
-    Found by running the model once on a probe whose length is a multiple of every stride, so each
-    call's length divides it exactly (AdaIN-VC: 1, 1, ..., 8 in the encoder, back to 1 in the decoder).
-    """
-    probe_frames = 64 * model_stride(model)
-    lengths: list[int] = []
-
-    def record(x, mask, eps):
-        lengths.append(x.shape[-1])
-        mean = x.float().mean(dim=-1, keepdim=True)
-        var = x.float().var(dim=-1, keepdim=True, unbiased=False)
-        return ((x.float() - mean) * torch.rsqrt(var + eps)).to(x.dtype)
-
-    mel = torch.full((1, model.mel_config.n_mels, probe_frames), model.mel_config.min_log, device=speaker.device)
-    mel = mel + torch.randn(mel.shape, generator=torch.Generator().manual_seed(0)).to(speaker.device)
-    with torch.inference_mode(), instance_norm_hook(record):
-        model.convert(mel, speaker)
-    return tuple(max(1, round(probe_frames / n)) for n in lengths)
-
-
-def model_receptive_field(model) -> int:
-    """Frames each side that reach a converted frame through the content encoder and decoder convs.
-
-    Computed from the AdaIN-VC config (conv bank, two convs per block at the block's frame rate);
-    instance norm is global and not counted. 144 for the default config, 71 for debug.yaml.
-    """
-    try:
-        enc, dec = model.config.content_encoder, model.config.decoder
-    except AttributeError:
-        return 160
-    reach, rate = enc.bank_size // 2, 1
-    for stride in enc.subsample:
-        reach += 2 * (enc.kernel_size // 2) * rate
-        rate *= int(stride)
-    for up in dec.upsample:
-        reach += 2 * (dec.kernel_size // 2) * rate
-        rate //= int(up)
-    return int(reach)
-
-
-# --------------------------------------------------------------------------------------------------
-# sources
-
-
-class SourceAudio:
-    """A source recording read block by block at ``sample_rate``, validated before conversion.
-
-    Paths are decoded and resampled ``READ_BLOCK_SECONDS`` at a time (soxr's streaming resampler
-    gives exactly what resampling the whole file would), so a one-hour file never sits in memory;
-    arrays and ``(rate, array)`` tuples go through :func:`voiceconv.audio.load_audio`.
-    """
-
-    def __init__(self, source, sample_rate: int, source_rate: int | None = None,
-                 min_seconds: float = MIN_SOURCE_SECONDS):
-        self.sample_rate = int(sample_rate)
-        self.min_seconds = min_seconds
-        self.path: Path | None = None
-        self._array: np.ndarray | None = None
-        if isinstance(source, (str, os.PathLike)):
-            self.path = Path(source)
-            self.name = str(source)
-            self.file_rate, self.file_frames = _probe(self.path)
-            seconds = self.file_frames / self.file_rate
-        else:
-            self.name = "<array input>"
-            self._array = load_audio(source, self.sample_rate, source_rate=source_rate, min_duration=0.0)
-            seconds = self._array.size / self.sample_rate
-        if seconds < min_seconds:
-            raise AudioError(f"{self.name}: audio is {seconds * 1000:.0f} ms long; conversion needs at least "
-                             f"{min_seconds * 1000:.0f} ms: use a longer recording")
-
-    @property
-    def expected_samples(self) -> int:
-        """Length at the model rate (exact for arrays; within a sample for files)."""
-        if self._array is not None:
-            return int(self._array.size)
-        return int(round(self.file_frames * self.sample_rate / self.file_rate))
-
-    @property
-    def seconds(self) -> float:
-        return self.expected_samples / self.sample_rate
-
-    def blocks(self, block_seconds: float = READ_BLOCK_SECONDS) -> Iterator[np.ndarray]:
-        """Mono float32 blocks at the model rate; raises :class:`AudioError` on corrupt data."""
-        block = max(1, int(block_seconds * self.sample_rate))
-        if self._array is not None:
-            for start in range(0, self._array.size, block):
-                yield self._array[start : start + block]
-            return
-        yield from _file_blocks(self.path, self.sample_rate, int(block_seconds * self.file_rate), self.file_frames)
-
-    def head(self, max_samples: int) -> tuple[np.ndarray, bool]:
-        """The first ``max_samples`` samples at ``sample_rate``, decoded block by block (a one-hour
-        file is never read whole); returns ``(audio (T,), truncated)``."""
-        blocks, total = [], 0
-        for block in self.blocks():
-            blocks.append(block)
-            total += block.size
-            if total >= max_samples:
-                break
-        audio = np.concatenate(blocks)[:max_samples] if blocks else np.zeros(0, np.float32)
-        return audio, total > max_samples
-
-    def scan(self, f0: bool = False):
-        """Check the whole file decodes, is finite and not silent; with ``f0``, its :class:`F0Stats`."""
-        from voiceconv.pitch import F0Stats
-
-        stats = F0Stats() if f0 else None
-        peak = 0.0
-        for block in self.blocks():
-            if not np.isfinite(np.sum(block, dtype=np.float64)):
-                raise AudioError(f"{self.name}: {int((~np.isfinite(block)).sum())} samples are NaN or Inf; the file "
-                                 "is corrupt or was written wrongly: re-export it")
-            peak = max(peak, float(np.abs(block).max(initial=0.0)))
-            if stats is not None:
-                stats.update(block, self.sample_rate)
-        if peak < SILENCE_PEAK:
-            raise AudioError(f"{self.name}: audio is silent (peak below -80 dBFS); record or choose a clip with speech")
-        return stats
-
-
-def check_source(source, sample_rate: int, source_rate: int | None = None,
-                 min_seconds: float = MIN_SOURCE_SECONDS) -> None:
-    """Raise the one-line ``AudioError`` a conversion of ``source`` would, without converting it.
-
-    Checks that it is readable, long enough, finite and not silent (one decoding pass, block by
-    block); callers run it before embedding targets, so a bad source fails before that work.
-    """
-    SourceAudio(source, sample_rate, source_rate, min_seconds=min_seconds).scan()
-
-
-def _probe(path: Path) -> tuple[int, int]:
-    """(rate, declared frames) of an audio file, with the same one-line errors as ``load_audio``."""
-    from voiceconv.audio import _check_rate, _libsndfile_reason, check_audio_path
-
-    name = check_audio_path(path)
-    try:
-        with sf.SoundFile(str(path)) as handle:
-            rate = _check_rate(handle.samplerate, name, "the header is corrupt or the format is unusual; re-export "
-                               "the file at a standard rate such as 16000, 22050, 44100 or 48000 Hz")
-            frames = max(int(handle.frames), 0)
-    except (sf.SoundFileError, RuntimeError, TypeError, ValueError) as error:
-        if isinstance(error, AudioError):
-            raise
-        raise AudioError(f"{name}: not a readable audio file ({_libsndfile_reason(error)}); convert it to WAV, "
-                         "FLAC, OGG/Vorbis or MP3") from None
-    if frames == 0:
-        raise AudioError(f"{name}: contains no audio samples; re-export or re-download it")
-    return rate, frames
-
-
-def _file_blocks(path: Path, sample_rate: int, block: int, declared: int) -> Iterator[np.ndarray]:
-    from voiceconv.audio import _libsndfile_reason
-
-    name = str(path)
-    resampler = None
-    decoded = 0
-    with sf.SoundFile(str(path)) as handle:
-        rate = handle.samplerate
-        if rate != sample_rate:
-            resampler = soxr.ResampleStream(rate, sample_rate, 1, dtype="float32", quality="VHQ")
-        compressed = handle.format in _COMPRESSED
-        pending = None
-        while True:
-            try:
-                # A read loop rather than SoundFile.blocks(), which trusts the declared length.
-                data = handle.read(max(block, 1), dtype="float32", always_2d=True)  # (frames, C)
-            except (sf.SoundFileError, RuntimeError) as error:
-                raise AudioError(f"{name}: the audio data is corrupt ({_libsndfile_reason(error)}); re-export or "
-                                 "re-download the file") from None
-            mono = data.mean(axis=1) if len(data) else None  # (frames,): downmix each block as it comes
-            decoded += 0 if mono is None else mono.size
-            # Hold one block back so the resampler knows which block is the last (it flushes its filter).
-            if pending is not None:
-                yield pending if resampler is None else resampler.resample_chunk(pending, last=mono is None)
-            if mono is None:
-                break
-            pending = mono
-    if compressed and decoded < _MIN_DECODED_SHARE * declared:
-        raise AudioError(f"{name}: decoding stopped after {decoded / rate:.2f} s of the "
-                         f"{declared / rate:.2f} s the header declares; the file is truncated or "
-                         "corrupt: re-encode or re-download it")

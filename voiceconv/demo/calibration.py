@@ -150,7 +150,7 @@ def pair_cosines(corpus, embed: Callable[[np.ndarray], np.ndarray], speakers: li
                  seconds: tuple[float, float] = (2.0, 6.0), seed: int = 0) -> tuple[list[float], list[float]]:
     """Own-encoder cosines of ``n_pairs`` same-speaker and ``n_pairs`` different-speaker span pairs.
 
-    ``corpus``: a :class:`voiceconv.data.PreparedCorpus` (``.utterances``, ``.indices_for``, ``.mel``,
+    ``corpus``: a :class:`voiceconv.training.data.PreparedCorpus` (``.utterances``, ``.indices_for``, ``.mel``,
     ``.mel_config``); ``embed``: log-mel ``(n_mels, T)`` -> speaker vector ``(D,)``. Speakers are drawn
     uniformly (not by utterance count), so one speaker with a thousand utterances does not dominate.
     """

@@ -1,4 +1,4 @@
-"""The Gradio web demo: a thin layer over :class:`voiceconv.api.VoiceConverter`.
+"""The Gradio web demo: a thin layer over :class:`voiceconv.convert.converter.VoiceConverter`.
 
 Start it with ``voiceconv demo`` (or ``python demo/app.py``); both call :func:`launch`. The page
 lets a visitor upload or record a source, pick a bundled gallery voice (or a blend of two) or
@@ -41,13 +41,13 @@ from typing import Any
 
 import numpy as np
 
+from voiceconv.demo.calibration import FILE_NAME as CALIBRATION_FILE
+from voiceconv.demo.calibration import SimilarityCalibration
 from voiceconv.errors import VoiceconvError
-from voiceconv.similarity_calibration import FILE_NAME as CALIBRATION_FILE
-from voiceconv.similarity_calibration import SimilarityCalibration
 
 log = logging.getLogger(__name__)
 
-GALLERY_DIR = Path(__file__).parent / "gallery"
+GALLERY_DIR = Path(__file__).parent.parent / "gallery"  # voiceconv/gallery
 NEURAL = "neural"
 GRIFFIN_LIM = "griffin-lim"
 DEFAULT_MODEL_NAME = "default"
@@ -337,7 +337,7 @@ class TargetVoice:
     """One voice of a target as the backend uses it."""
 
     name: str
-    speaker: Any  # voiceconv.speaker.Speaker for the model in use
+    speaker: Any  # voiceconv.convert.speaker.Speaker for the model in use
     references: list[np.ndarray]  # the reference clips, (T,) float32 at the model rate
     notes: dict  # per-voice cache that outlives the request (gallery: the backend's; own clips: the session's)
 
@@ -432,7 +432,7 @@ class DemoBackend:
         return named
 
     def _load(self) -> None:
-        from voiceconv.api import VoiceConverter
+        from voiceconv.convert.converter import VoiceConverter
         from voiceconv.features import MelSpectrogram
         from voiceconv.vocoder.model import Vocoder
 
@@ -560,7 +560,7 @@ class DemoBackend:
         ``blend``: ``(second voice, its weight 0-1)`` or None. Weight 0, or the same voice twice, is no
         blend; weight 1 is the second voice alone.
         """
-        from voiceconv.speaker import Speaker
+        from voiceconv.convert.speaker import Speaker
 
         first = self.target_voice(model, target)
         if blend is None or blend[0] is target or blend[1] == 0:

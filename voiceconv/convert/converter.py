@@ -12,7 +12,7 @@
 
 Sources are paths (WAV/FLAC/OGG/MP3), arrays or tensors at the model rate (or at ``source_rate``),
 or Gradio-style ``(rate, array)`` tuples. Conversion runs window by window
-(:mod:`voiceconv.chunking`), so memory does not grow with the input beyond the returned buffer.
+(:mod:`voiceconv.convert.engine`), so memory does not grow with the input beyond the returned buffer.
 """
 
 from __future__ import annotations
@@ -30,12 +30,14 @@ import torch
 
 from voiceconv.atomic import atomic_path
 from voiceconv.audio import SILENCE_PEAK, trim_silence
-from voiceconv.chunking import MIN_SOURCE_SECONDS, ChunkPlan, ConversionEngine, SourceAudio, check_source
+from voiceconv.convert.engine import ConversionEngine
+from voiceconv.convert.input_check import InputCheck, InputReport
+from voiceconv.convert.pitch import F0Stats, auto_semitones, parse_pitch
+from voiceconv.convert.source import MIN_SOURCE_SECONDS, SourceAudio, check_source
+from voiceconv.convert.speaker import SPEAKER_SUFFIX, Speaker
+from voiceconv.convert.windows import ChunkPlan
 from voiceconv.errors import AudioError, CheckpointError, VoiceconvError
 from voiceconv.features import MelSpectrogram
-from voiceconv.input_check import InputCheck, InputReport
-from voiceconv.pitch import F0Stats, auto_semitones, parse_pitch
-from voiceconv.speaker import SPEAKER_SUFFIX, Speaker
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +57,7 @@ class VoiceConverter:
     """A VC model and a vocoder that agree on the mel front end.
 
     Use :meth:`from_pretrained`; the constructor takes already-built modules (tests, custom code).
-    ``plan`` sets the window sizes of long-input conversion (:class:`voiceconv.chunking.ChunkPlan`).
+    ``plan`` sets the window sizes of long-input conversion (:class:`voiceconv.convert.windows.ChunkPlan`).
     """
 
     def __init__(self, model, vocoder, device: str | torch.device | None = None, plan: ChunkPlan | None = None):
@@ -66,7 +68,7 @@ class VoiceConverter:
         self.plan = plan or ChunkPlan()
         self.frontend = MelSpectrogram(model.mel_config)
         self._model_sha256: str | None = None
-        # Calibration of the input check (voiceconv.input_check); None: the model ships without one.
+        # Calibration of the input check (voiceconv.convert.input_check); None: the model ships without one.
         self.input_check: InputCheck | None = None
 
     # ---- construction ---------------------------------------------------------------------------
@@ -158,11 +160,11 @@ class VoiceConverter:
     # ---- speakers -------------------------------------------------------------------------------
 
     def embed_speaker(self, refs, name: str = "", trim: bool = True) -> Speaker:
-        """One or several reference clips of one voice -> :class:`~voiceconv.speaker.Speaker`.
+        """One or several reference clips of one voice -> :class:`~voiceconv.convert.speaker.Speaker`.
 
         ``refs``: a path, an array/tensor at the model rate, a ``(rate, array)`` tuple, or a list of
         those. Each clip's leading and trailing silence is trimmed (``trim``), each is embedded on its
-        own and the vectors are averaged (not L2-normalised: see :mod:`voiceconv.speaker`). The
+        own and the vectors are averaged (not L2-normalised: see :mod:`voiceconv.convert.speaker`). The
         log-F0 statistics over all clips are stored for ``pitch="auto"``.
         """
         clips = _as_clip_list(refs)
@@ -275,10 +277,10 @@ class VoiceConverter:
     # ---- offline conversion ---------------------------------------------------------------------
 
     def check_input(self, clip, source_rate: int | None = None) -> InputReport | None:
-        """Out-of-domain score of a source or reference clip (:mod:`voiceconv.input_check`).
+        """Out-of-domain score of a source or reference clip (:mod:`voiceconv.convert.input_check`).
 
         ``clip``: a path, an array at the model rate, or ``(rate, array)``. Returns an
-        :class:`~voiceconv.input_check.InputReport` whose ``warning`` is a sentence for the user
+        :class:`~voiceconv.convert.input_check.InputReport` whose ``warning`` is a sentence for the user
         when the clip is unlike the training speech, or None when the model has no calibration.
         Only the first ~23 s are scored; leading and trailing silence is trimmed first.
         """
@@ -378,11 +380,11 @@ class VoiceConverter:
 
         Yields one ``(block_size,)`` float32 tensor per ``block_size`` samples consumed, delayed by a
         constant ``latency_samples`` (the first blocks are silence); when ``chunks`` ends the rest is
-        flushed. ``options`` go to :class:`voiceconv.streaming.StreamingConverter` (block size,
+        flushed. ``options`` go to :class:`voiceconv.convert.streaming.StreamingConverter` (block size,
         history, lookahead). ``pitch``: None or semitones (``"auto"`` needs the whole source; compute
         it once with :meth:`auto_pitch` on a sample of the source voice).
         """
-        from voiceconv.streaming import StreamingConverter
+        from voiceconv.convert.streaming import StreamingConverter
 
         streamer = StreamingConverter(self, speaker, pitch=pitch, **options)
         return streamer.run(chunks)

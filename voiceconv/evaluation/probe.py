@@ -26,8 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from voiceconv.data import PreparedCorpus
 from voiceconv.errors import VoiceconvError
+from voiceconv.training.data import PreparedCorpus
 
 logger = logging.getLogger(__name__)
 
