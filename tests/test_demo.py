@@ -107,7 +107,8 @@ def demo_env(tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(demo_env):
     """The demo served in this process on a free port (so tests can look at its cache)."""
-    from voiceconv.demo.app import DemoConfig, launch
+    from voiceconv.demo.app import launch
+    from voiceconv.demo.config import DemoConfig
 
     bundle = make_bundle(demo_env / "bundle")
     clips = write_clips(demo_env / "clips")
@@ -171,7 +172,8 @@ def test_voiceconv_demo_command_serves_and_converts(tmp_path):
                     reason="no shipped default model in voiceconv/pretrained/vc yet")
 def test_shipped_default_model_serves_the_demo(tmp_path, demo_env):
     """With no --model, the demo loads the shipped model (and its vocoder) and converts."""
-    from voiceconv.demo.app import DemoBackend, DemoConfig
+    from voiceconv.demo.backend import DemoBackend
+    from voiceconv.demo.config import DemoConfig
 
     backend = DemoBackend(DemoConfig())
     assert backend.model_names == ["default"]
@@ -322,7 +324,7 @@ def test_upload_over_the_size_limit_is_refused(server):
 def test_only_uploads_and_the_gallery_are_served(server, monkeypatch):
     import httpx
 
-    import voiceconv.demo.app as demo_app
+    import voiceconv.demo.backend as demo_app
 
     assert httpx.get(server.url + "gradio_api/file=/etc/passwd").status_code == 403
     assert httpx.get(server.url + f"gradio_api/file={REPO / 'pyproject.toml'}").status_code == 403
@@ -353,7 +355,9 @@ def test_server_binds_localhost_without_share_or_analytics(server):
 
 
 def test_griffin_lim_fallback_is_reported(tmp_path, demo_env):
-    from voiceconv.demo.app import DemoBackend, DemoConfig, result_markdown
+    from voiceconv.demo.app import result_markdown
+    from voiceconv.demo.backend import DemoBackend
+    from voiceconv.demo.config import DemoConfig
 
     bundle = make_bundle(tmp_path / "no_vocoder", neural_vocoder=False)
     clips = write_clips(tmp_path / "clips")
@@ -368,7 +372,8 @@ def test_griffin_lim_fallback_is_reported(tmp_path, demo_env):
 
 
 def test_several_models_are_offered_by_name(tmp_path, demo_env):
-    from voiceconv.demo.app import DemoBackend, DemoConfig
+    from voiceconv.demo.backend import DemoBackend
+    from voiceconv.demo.config import DemoConfig
 
     first = make_bundle(tmp_path / "a" / "run", neural_vocoder=False)
     second = make_bundle(tmp_path / "b" / "run", neural_vocoder=False)
@@ -381,7 +386,7 @@ def test_several_models_are_offered_by_name(tmp_path, demo_env):
 
 
 def test_mel_figure_shares_one_colour_scale():
-    from voiceconv.demo.app import mel_figure
+    from voiceconv.demo.figures import mel_figure
 
     rng = np.random.default_rng(0)
     mels = [rng.normal(-5, 1, (80, 50)), rng.normal(-3, 2, (80, 70)), rng.normal(-8, 1, (80, 50))]
@@ -395,7 +400,8 @@ def test_mel_figure_shares_one_colour_scale():
 
 
 def test_gallery_is_bundled_with_attribution():
-    from voiceconv.demo.app import GALLERY_DIR, load_gallery
+    from voiceconv.demo.config import GALLERY_DIR
+    from voiceconv.demo.inputs import load_gallery
 
     voices = load_gallery()
     assert len(voices) == 4
@@ -409,7 +415,7 @@ def test_gallery_is_bundled_with_attribution():
 
 
 def test_config_rejects_impossible_limits():
-    from voiceconv.demo.app import DemoConfig
+    from voiceconv.demo.config import DemoConfig
     from voiceconv.errors import VoiceconvError
 
     with pytest.raises(VoiceconvError, match="min_seconds < max_seconds"):
@@ -422,7 +428,7 @@ def test_config_rejects_impossible_limits():
 
 def result_with(similarity, **changes):
     """A ConversionResult for unit tests of the page text (no model needed)."""
-    from voiceconv.demo.app import ConversionResult
+    from voiceconv.demo.backend import ConversionResult
 
     fields = dict(audio=np.zeros(10, np.float32), sample_rate=22050, figure=None, similarity=similarity,
                   seconds_convert=0.5, seconds_total=0.8, source_seconds=2.0, neural_vocoder=True,
@@ -431,7 +437,8 @@ def result_with(similarity, **changes):
 
 
 def test_result_text_reports_vocoder_and_unmeasurable_similarity():
-    from voiceconv.demo.app import OWN, Similarity, result_markdown
+    from voiceconv.demo.app import result_markdown
+    from voiceconv.demo.similarity import OWN, Similarity
 
     result = result_with(Similarity(OWN, ["t"], [float("nan")], [0.25]))
     text = result_markdown(result)
@@ -445,12 +452,12 @@ def test_result_text_reports_vocoder_and_unmeasurable_similarity():
 
 def test_similarity_of_a_silent_result_is_not_an_error(server):
     """Neither the model's own encoder nor the judge fails on a clip with nothing to embed: NaN, shown as n/a."""
-    from voiceconv.demo.app import _similarity
+    from voiceconv.demo.similarity import own_similarity
 
     converter = server.backend.converter(None, None)
     speaker = server.backend.gallery_speaker(server.model, server.backend.gallery[0])
-    assert np.isnan(_similarity(converter, np.zeros(MODEL_RATE, np.float32), speaker))
-    assert -1.0 <= _similarity(converter, synthetic_voice(seconds=1.0, sr=MODEL_RATE), speaker) <= 1.0
+    assert np.isnan(own_similarity(converter, np.zeros(MODEL_RATE, np.float32), speaker))
+    assert -1.0 <= own_similarity(converter, synthetic_voice(seconds=1.0, sr=MODEL_RATE), speaker) <= 1.0
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -467,7 +474,8 @@ def toy_calibration():
 
 def test_similarity_text_names_the_measure_and_how_to_read_it():
     """Judge, calibrated own encoder and raw own encoder each get their own label; none looks like the others."""
-    from voiceconv.demo.app import CALIBRATED, JUDGE, OWN, Similarity, result_markdown
+    from voiceconv.demo.app import result_markdown
+    from voiceconv.demo.similarity import CALIBRATED, JUDGE, OWN, Similarity
 
     judge = result_markdown(result_with(Similarity(JUDGE, ["t"], [0.712], [0.55])))
     assert "| speaker similarity to the target | Resemblyzer cosine |" in judge
@@ -504,8 +512,9 @@ def test_similarity_text_names_the_measure_and_how_to_read_it():
 
 def test_backend_uses_the_judge_else_the_calibration_else_the_raw_score(tmp_path, demo_env, monkeypatch):
     """Which measure a conversion gets, with the judge importable or not and a calibration file or none."""
-    import voiceconv.demo.app as demo_app
+    import voiceconv.demo.backend as demo_app
     from voiceconv.checkpoint import read_config
+    from voiceconv.demo.app import result_markdown
     from voiceconv.demo.calibration import SimilarityCalibration
 
     bundle = make_bundle(tmp_path / "bundle", neural_vocoder=False)
@@ -526,7 +535,7 @@ def test_backend_uses_the_judge_else_the_calibration_else_the_raw_score(tmp_path
     assert SimilarityCalibration.load(bundle / "vc").same == pytest.approx(calibration.same)
     result = calibrated.convert(str(clips.source), calibrated.gallery[0])
     assert result.similarity.method == demo_app.CALIBRATED and result.similarity.calibration is not None
-    assert "same-speaker pairs" in demo_app.result_markdown(result)
+    assert "same-speaker pairs" in result_markdown(result)
     (bundle / "vc" / "similarity_calibration.json").write_text("{not json")  # unusable: shown uncalibrated
     assert demo_app.DemoBackend(demo_app.DemoConfig(models=[str(bundle)])).calibrations == {"bundle": None}
 
@@ -553,12 +562,13 @@ def test_backend_uses_the_judge_else_the_calibration_else_the_raw_score(tmp_path
     calibrated._gallery_notes.clear()
     result = calibrated.convert(str(clips.source), calibrated.gallery[0])
     assert result.audio.size and np.isnan(result.similarity.result[0])
-    assert "| **result** | **n/a** |" in demo_app.result_markdown(result)
+    assert "| **result** | **n/a** |" in result_markdown(result)
 
 
 def test_judge_is_loaded_once_and_never_fails_the_page(tmp_path, demo_env, monkeypatch):
     """The real Resemblyzer judge when it is installed: loaded on first use, once per backend."""
-    import voiceconv.demo.app as demo_app
+    import voiceconv.demo.backend as demo_app
+    from voiceconv.demo.app import result_markdown
 
     if not demo_app.judge_available():
         pytest.skip("the Resemblyzer judge ([eval] extra) is not installed")
@@ -575,7 +585,7 @@ def test_judge_is_loaded_once_and_never_fails_the_page(tmp_path, demo_env, monke
         assert result.similarity.method == demo_app.JUDGE
     assert loads == [1]
     assert all(-1 <= value <= 1 for value in result.similarity.result + result.similarity.source)
-    assert "independent speaker-verification model (Resemblyzer)" in demo_app.result_markdown(result)
+    assert "independent speaker-verification model (Resemblyzer)" in result_markdown(result)
 
 
 def test_similarity_calibration_from_corpus_spans(tmp_path):

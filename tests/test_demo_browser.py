@@ -56,7 +56,8 @@ def web(browser, tmp_path_factory):
     """The demo served in-process (tiny random model + tiny neural vocoder) for the browser."""
     from test_demo import SIZE_LIMIT, free_port, gradio_environment, make_bundle, write_clips
 
-    from voiceconv.demo.app import DemoConfig, launch
+    from voiceconv.demo.app import launch
+    from voiceconv.demo.config import DemoConfig
 
     with gradio_environment(tmp_path_factory.mktemp("demo_web")) as root:
         clips = write_clips(root / "clips")
@@ -141,7 +142,7 @@ def test_convert_in_the_browser(web, page, tmp_path):
     assert audio.size and abs(audio).max() > 0
     text = page.locator("#result_info").inner_text()
     assert "speaker similarity to the target" in text and "Processing time" in text
-    from voiceconv.demo.app import judge_available
+    from voiceconv.demo.similarity import judge_available
 
     if judge_available():  # the independent judge, with how to read it
         assert "independent speaker-verification model (Resemblyzer)" in text

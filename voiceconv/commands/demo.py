@@ -16,7 +16,7 @@ def _megabytes(text: str) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from voiceconv.demo.app import DemoConfig
+    from voiceconv.demo.config import DemoConfig
 
     defaults = DemoConfig()
     parser.add_argument("--model", action="append", metavar="DIR", default=[],
@@ -43,7 +43,8 @@ def run(args) -> int:
     import os
 
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    from voiceconv.demo.app import DemoConfig, launch
+    from voiceconv.demo.app import launch
+    from voiceconv.demo.config import DemoConfig
 
     config = DemoConfig(models=list(args.model), vocoder=args.vocoder, device=args.device,
                         max_file_size=args.max_file_size, max_seconds=args.max_seconds,
