@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 
 from voiceconv.models.vc_model import VCModel
-from voiceconv.training.loop import Distributed, NanGuard
+from voiceconv.training.distributed import Distributed
+from voiceconv.training.loop import NanGuard
 from voiceconv.training.vc_trainer import State, _optimizer, load_experiment, train_step
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "voiceconv" / "conf" / "adain_vc.yaml"

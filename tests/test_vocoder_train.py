@@ -14,7 +14,8 @@ from voiceconv.checkpoint import resolve_model_dir
 from voiceconv.config import apply_overrides, from_dict, load_yaml
 from voiceconv.errors import ConfigError
 from voiceconv.training.data import PreparedCorpus, SegmentBatcher, prepare
-from voiceconv.training.loop import Distributed, read_metrics
+from voiceconv.training.distributed import Distributed
+from voiceconv.training.run_directory import read_metrics
 from voiceconv.training.vocoder_trainer import (
     VocoderExperiment,
     build_state,
@@ -162,9 +163,11 @@ def test_a_run_saved_before_a_model_option_existed_still_resumes(prepared, tmp_p
     saved = yaml.safe_load(config_path.read_text())
     del saved["model"]["istft"]["magnitude_prior"]  # as an older voiceconv wrote it
     config_path.write_text(yaml.safe_dump(saved))
-    from voiceconv.training.vocoder_trainer import experiment_from_args
+    from voiceconv.training.loop import experiment_from_args
+    from voiceconv.training.vocoder_trainer import EXAMPLE_CONFIG, VocoderExperiment
 
-    resumed = experiment_from_args(None, ["train.steps=2"], tmp_path / "run", resume=True)
+    resumed = experiment_from_args(VocoderExperiment, None, ["train.steps=2"], tmp_path / "run", resume=True,
+                                   example_config=EXAMPLE_CONFIG)
     train(resumed, prepared, tmp_path / "run", resume=True, progress=False)
     assert torch.load(tmp_path / "run" / "train_state.pt", weights_only=True)["step"] == 2
 

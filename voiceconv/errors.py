@@ -15,3 +15,7 @@ class ConfigError(VoiceconvError):
 
 class CheckpointError(VoiceconvError):
     """A model directory is missing files, has the wrong version or kind, or fails its hash."""
+
+
+class TrainingError(VoiceconvError):
+    """Training cannot go on (diverged, nothing to resume, run directory in use); the message says what to do."""

@@ -27,7 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     import os
 
-    from voiceconv.training.vc_trainer import experiment_from_args, train
+    from voiceconv.training.loop import experiment_from_args
+    from voiceconv.training.vc_trainer import EXAMPLE_CONFIG, ExperimentConfig, train
 
     overrides = list(args.overrides)
     if args.init_from:
@@ -35,7 +36,7 @@ def run(args) -> int:
             print("voiceconv train: --init-from starts a new run; it cannot be combined with --resume")
             return 2
         overrides.append(f"train.init_from={os.path.abspath(args.init_from)}")
-    experiment = experiment_from_args(args.config, overrides, args.out, args.resume)
+    experiment = experiment_from_args(ExperimentConfig, args.config, overrides, args.out, args.resume, EXAMPLE_CONFIG)
     main = int(os.environ.get("RANK", "0")) == 0
     if main:
         t = experiment.train

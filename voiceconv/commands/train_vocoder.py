@@ -27,12 +27,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     import os
 
-    from voiceconv.training.vocoder_trainer import experiment_from_args, train
+    from voiceconv.training.loop import experiment_from_args
+    from voiceconv.training.vocoder_trainer import EXAMPLE_CONFIG, VocoderExperiment, train
 
     overrides = list(args.overrides)
     if args.finetune_from_vc:
         overrides.append(f"train.finetune_from_vc={args.finetune_from_vc}")
-    experiment = experiment_from_args(args.config, overrides, args.out, args.resume)
+    experiment = experiment_from_args(VocoderExperiment, args.config, overrides, args.out, args.resume, EXAMPLE_CONFIG)
     main = int(os.environ.get("RANK", "0")) == 0
     if main:
         t = experiment.train

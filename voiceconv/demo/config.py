@@ -17,16 +17,6 @@ DEFAULT_MODEL_NAME = "default"
 QUIET_PEAK_DB = -50.0  # real speech peaks above about -30 dBFS; a clip whose peak is below -50 dBFS is silence
 BLEND_NONE = "none"  # the "Blend with" choice that blends nothing
 
-# How the similarity was measured (Similarity.method).
-JUDGE = "judge"  # the independent Resemblyzer speaker-verification model
-CALIBRATED = "calibrated"  # the VC model's own encoder, ranked among real pairs (similarity_calibration.json)
-OWN = "own"  # the VC model's own encoder, raw
-# The judge's reference points, from `voiceconv evaluate` on the recipe's 40 pairs among 20 held-out
-# LibriSpeech speakers (recipes/mini/splits/eval_pairs.csv; README "Measured results", pitch off).
-JUDGE_EER_THRESHOLD = 0.806  # cosine at the equal-error rate of real same/different-speaker trials
-JUDGE_EER = 0.017
-JUDGE_SHIPPED_MEAN = 0.710  # mean cosine of the shipped model's conversions to their targets
-JUDGE_SOURCE_MEAN = 0.570  # mean cosine of the unconverted sources to the same targets
 
 
 @dataclass

@@ -10,7 +10,6 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -77,21 +76,6 @@ def cosine(a: np.ndarray | None, b: np.ndarray | None) -> float:
         return math.nan
 
 
-def _check_warning(converter, audio: np.ndarray) -> str | None:
-    """The input check's warning for ``audio (T,)`` at the model rate as a phrase after "the source ...",
-    or None. Advisory: a failing check is logged, never shown as an error (the conversion succeeded)."""
-    try:
-        report = converter.check_input((converter.sample_rate, audio))
-    except Exception:
-        log.warning("demo: the input check failed on a clip; no warning shown", exc_info=True)
-        return None
-    if report is None or not report.warning:
-        return None
-    warning = report.warning
-    # The sentences read "it sounds unlike ..."; the page names the clip instead of "it".
-    return warning[3:] if warning.startswith("it ") else f"may be a problem: {warning}"
-
-
 @dataclass
 class Similarity:
     """Speaker similarity of the result and of the source to each target voice, for display only."""
@@ -101,16 +85,6 @@ class Similarity:
     result: list[float]  # cosine(result, voice) per voice; NaN = not measurable (shown as n/a)
     source: list[float]  # cosine(source, voice): the starting point the result should beat
     calibration: SimilarityCalibration | None = None  # with CALIBRATED: own cosines of real pairs
-
-
-@dataclass
-class TargetVoice:
-    """One voice of a target as the backend uses it."""
-
-    name: str
-    speaker: Any  # voiceconv.convert.speaker.Speaker for the model in use
-    references: list[np.ndarray]  # the reference clips, (T,) float32 at the model rate
-    notes: dict  # per-voice cache that outlives the request (gallery: the backend's; own clips: the session's)
 
 
 def _model_directory(path: Path | None) -> Path:

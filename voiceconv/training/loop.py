@@ -1,48 +1,37 @@
-"""Pieces shared by the training loops (VC model and vocoder): devices, DDP, logging, NaN guard, run dirs.
+"""The training loop both trainers share (VC model and vocoder), and the pieces around it.
 
-Nothing here knows about a particular model. A trainer builds its ``State``, calls
-:func:`setup_distributed` once, logs through :class:`RunLogger` (TensorBoard when installed, always
-a ``metrics.jsonl``), guards each step with :class:`NanGuard` and lays out its run directory with
-:class:`RunDirectory`.
+Nothing here knows about a particular model. A trainer builds its ``State`` (a :class:`TrainingState`),
+opens its run with :func:`open_run`, and hands :func:`run_loop` its own step, validation and
+checkpoint functions; the loop does the schedule, the averaged logs, best-model selection, the
+periodic and final checkpoints and Ctrl-C. Steps are guarded with :class:`NanGuard`.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
+import dataclasses
 import logging
-import os
-import random
-import shutil
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from voiceconv.errors import VoiceconvError
+from voiceconv.errors import ConfigError, TrainingError
+from voiceconv.training.data import PreparedCorpus
+from voiceconv.training.distributed import (
+    Distributed,
+    barrier,
+    cleanup_distributed,
+    gather_objects,
+    seed_everything,
+    setup_distributed,
+    unwrap,
+)
+from voiceconv.training.run_directory import RunDirectory, RunLogger
 
 logger = logging.getLogger(__name__)
-
-
-class TrainingError(VoiceconvError):
-    """Training cannot go on (diverged, nothing to resume, run directory in use); the message says what to do."""
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None`` means CUDA when available, else CPU; an explicit CUDA request without CUDA is an error."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise TrainingError(f"device {device} requested but CUDA is not available; use --device cpu")
-    return device
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (all devices)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def linear_ramp(step: int, warmup_steps: int) -> float:
@@ -50,92 +39,6 @@ def linear_ramp(step: int, warmup_steps: int) -> float:
     if warmup_steps <= 0:
         return 1.0
     return min(1.0, step / warmup_steps)
-
-
-# --------------------------------------------------------------------------------------------- DDP
-
-
-@dataclass
-class Distributed:
-    """Where this process sits in a (possibly single-process) job."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    device: torch.device = torch.device("cpu")
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-
-def setup_distributed(device: str | torch.device | None = None) -> Distributed:
-    """Join the torchrun process group when ``WORLD_SIZE`` > 1 (gloo on CPU, nccl on CUDA).
-
-    Under torchrun each process gets ``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE`` from the environment;
-    on CUDA process ``LOCAL_RANK`` uses GPU ``LOCAL_RANK``. Without torchrun this returns rank 0 of 1.
-    """
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    resolved = resolve_device(device)
-    if world_size <= 1:
-        return Distributed(0, 1, 0, resolved)
-    import torch.distributed as dist
-
-    if resolved.type == "cuda":
-        resolved = torch.device("cuda", local_rank)
-        torch.cuda.set_device(resolved)
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if resolved.type == "cuda" else "gloo")
-    logger.info("distributed: rank %d of %d on %s", rank, world_size, resolved)
-    return Distributed(rank, world_size, local_rank, resolved)
-
-
-def cleanup_distributed(ctx: Distributed) -> None:
-    if ctx.enabled:
-        import torch.distributed as dist
-
-        if dist.is_initialized():
-            dist.destroy_process_group()
-
-
-def any_rank(flag: bool, ctx: Distributed) -> bool:
-    """True when ``flag`` is true on any rank (every rank must call this at the same point)."""
-    if not ctx.enabled:
-        return flag
-    import torch.distributed as dist
-
-    value = torch.tensor([1.0 if flag else 0.0], device=ctx.device)
-    dist.all_reduce(value, op=dist.ReduceOp.MAX)
-    return bool(value.item() > 0)
-
-
-def gather_objects(obj, ctx: Distributed) -> list:
-    """Every rank's ``obj`` as a list indexed by rank (every rank must call this)."""
-    if not ctx.enabled:
-        return [obj]
-    import torch.distributed as dist
-
-    gathered: list = [None] * ctx.world_size
-    dist.all_gather_object(gathered, obj)
-    return gathered
-
-
-def barrier(ctx: Distributed) -> None:
-    if ctx.enabled:
-        import torch.distributed as dist
-
-        dist.barrier()
-
-
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The bare model inside a DDP wrapper (or the model itself)."""
-    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
 
 
 # ------------------------------------------------------------------------------------------ NaN guard
@@ -170,168 +73,6 @@ class NanGuard:
                 "(train.bf16=false)"
             )
         return False
-
-
-# ------------------------------------------------------------------------------------------- run dir
-
-
-class RunDirectory:
-    """Layout of a run directory::
-
-        config.yaml                 the resolved config of the run
-        train_state.pt              everything needed to resume (written atomically)
-        metrics.jsonl               one JSON line per logged step
-        tb/                         TensorBoard event files
-        last/  best/                released-format model directories
-        checkpoints/step_0001000/   periodic model directories (only the newest K are kept)
-    """
-
-    def __init__(self, root: str | Path):
-        self.root = Path(root)
-
-    @property
-    def config(self) -> Path:
-        return self.root / "config.yaml"
-
-    @property
-    def train_state(self) -> Path:
-        return self.root / "train_state.pt"
-
-    @property
-    def metrics(self) -> Path:
-        return self.root / "metrics.jsonl"
-
-    @property
-    def tensorboard(self) -> Path:
-        return self.root / "tb"
-
-    @property
-    def last(self) -> Path:
-        return self.root / "last"
-
-    @property
-    def best(self) -> Path:
-        return self.root / "best"
-
-    def checkpoint(self, step: int) -> Path:
-        return self.root / "checkpoints" / f"step_{step:07d}"
-
-    def checkpoints(self) -> list[Path]:
-        """Periodic checkpoint directories, oldest first."""
-        folder = self.root / "checkpoints"
-        if not folder.is_dir():
-            return []
-        return sorted(p for p in folder.iterdir() if p.is_dir() and p.name.startswith("step_"))
-
-    def prune(self, keep: int) -> None:
-        """Delete all but the newest ``keep`` periodic checkpoints (``keep <= 0`` keeps all)."""
-        if keep <= 0:
-            return
-        for old in self.checkpoints()[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
-
-    def check_start(self, resume: bool) -> None:
-        """Refuse to overwrite a run by accident, and to resume a run that is not there."""
-        if resume and not self.train_state.is_file():
-            raise TrainingError(f"{self.root}: no {self.train_state.name} to resume from; drop --resume to start "
-                                "a new run")
-        if not resume and self.train_state.is_file():
-            raise TrainingError(f"{self.root} already holds a training run; pass --resume to continue it or "
-                                "choose another --out")
-
-
-# -------------------------------------------------------------------------------------------- logger
-
-
-def _colorize(image: np.ndarray) -> np.ndarray:
-    """(H, W) values in [0, 1] -> (3, H, W) viridis, or (1, H, W) grey when matplotlib is missing."""
-    try:
-        from matplotlib import colormaps
-
-        return np.transpose(colormaps["viridis"](image)[..., :3], (2, 0, 1)).astype(np.float32)  # (3, H, W)
-    except ImportError:
-        return image[None].astype(np.float32)
-
-
-def mel_image(mel: torch.Tensor, vmin: float | None = None, vmax: float | None = None) -> np.ndarray:
-    """Log-mel ``(n_mels, T)`` -> ``(C, n_mels, T)`` image, low frequencies at the bottom."""
-    mel = mel.detach().float().cpu().numpy()
-    vmin = float(mel.min()) if vmin is None else vmin
-    vmax = float(mel.max()) if vmax is None else vmax
-    scaled = np.clip((mel - vmin) / max(vmax - vmin, 1e-6), 0.0, 1.0)
-    return _colorize(scaled[::-1].copy())  # flip rows: mel bin 0 (lowest) drawn at the bottom
-
-
-class RunLogger:
-    """Scalars to ``metrics.jsonl`` and TensorBoard; images and audio to TensorBoard only.
-
-    TensorBoard is optional: without it a warning is logged once and only the JSON lines are
-    written. Only the main rank should create an enabled logger.
-    """
-
-    def __init__(self, run_dir: RunDirectory, enabled: bool = True, start_step: int = 0):
-        self.enabled = enabled
-        self.writer = None
-        self.metrics_path = run_dir.metrics
-        if not enabled:
-            return
-        run_dir.root.mkdir(parents=True, exist_ok=True)
-        self._truncate_after(start_step)
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            logger.warning("tensorboard is not installed; logging scalars to %s only (pip install tensorboard)",
-                           self.metrics_path)
-        else:
-            # purge_step drops events a crashed run wrote after its last checkpoint.
-            self.writer = SummaryWriter(str(run_dir.tensorboard), purge_step=start_step or None)
-
-    def _truncate_after(self, step: int) -> None:
-        """On resume, forget lines logged after the checkpoint (the resumed run replays those steps)."""
-        if not self.metrics_path.is_file():
-            return
-        lines = self.metrics_path.read_text().splitlines()
-        kept = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= step]
-        if len(kept) != len(lines):
-            self.metrics_path.write_text("".join(line + "\n" for line in kept))
-
-    def scalars(self, values: dict[str, float], step: int) -> None:
-        if not self.enabled:
-            return
-        with open(self.metrics_path, "a") as handle:
-            handle.write(json.dumps({"step": step, **{k: float(v) for k, v in values.items()}}) + "\n")
-        if self.writer is not None:
-            for key, value in values.items():
-                self.writer.add_scalar(key, value, step)
-
-    def mel(self, tag: str, mel: torch.Tensor, step: int, vmin: float | None = None,
-            vmax: float | None = None) -> None:
-        """Log-mel ``(n_mels, T)`` as an image."""
-        if self.writer is not None:
-            self.writer.add_image(tag, mel_image(mel, vmin, vmax), step)
-
-    def audio(self, tag: str, audio: torch.Tensor, step: int, sample_rate: int) -> None:
-        """Waveform ``(T,)`` in [-1, 1]."""
-        if self.writer is not None:
-            self.writer.add_audio(tag, audio.detach().float().cpu().clamp(-1, 1).reshape(1, -1), step,
-                                  sample_rate=sample_rate)
-
-    def flush(self) -> None:
-        if self.writer is not None:
-            self.writer.flush()
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
-
-
-def read_metrics(path: str | Path) -> list[dict]:
-    """The lines of a ``metrics.jsonl`` as dicts (for tests, plots and reports)."""
-    path = Path(path)
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 # ------------------------------------------------------------------------------ shared run set-up
@@ -401,31 +142,34 @@ def check_resume_config(run: RunDirectory, experiment) -> None:
         logger.info("resuming with changed train settings: %s", ", ".join(sorted(changed)))
 
 
-def save_checkpoint(run: RunDirectory, ctx: Distributed, pretrained, step: int, best_val: float, guard: NanGuard,
-                    experiment, periodic: bool, keep_checkpoints: int, trainer_state) -> None:
-    """``last/`` (and ``checkpoints/step_X/``) plus ``train_state.pt``; collective: every rank calls it.
+def save_checkpoint(state: TrainingState, run: RunDirectory, experiment, periodic: bool) -> None:
+    """``last/`` (and, when ``periodic``, ``checkpoints/step_X/``) plus ``train_state.pt``; collective:
+    every rank calls it.
 
-    ``pretrained`` is the unwrapped model with ``save_pretrained``; ``trainer_state`` is a callable
-    returning the trainer's own entries (weights, optimizers), called on the main rank only. The
-    loop's progress (what :func:`restore_progress` reads back), the experiment config and every
-    rank's RNG state are added here.
+    The train state holds each of ``state.trained_modules()`` and ``state.optimizers()`` under its
+    name, the loop's progress (what :func:`restore` reads back), the experiment config and every
+    rank's RNG state.
     """
     from voiceconv.checkpoint import rng_state, save_train_state
     from voiceconv.config import to_dict
 
+    ctx = state.ctx
     rngs = gather_objects(rng_state(), ctx)
     if ctx.is_main:
-        pretrained.save_pretrained(run.last)
+        released = state.released()
+        released.save_pretrained(run.last)
         if periodic:
-            pretrained.save_pretrained(run.checkpoint(step))
-            run.prune(keep_checkpoints)
+            released.save_pretrained(run.checkpoint(state.step))
+            run.prune(state.config.keep_checkpoints)
         # The weights go into the train state too: one atomically written file is a consistent
         # snapshot even when the process dies half-way through writing last/.
         save_train_state(run.train_state, {
-            **trainer_state(),
-            "step": step,
-            "best_val": best_val,
-            "bad_steps_total": guard.total,
+            **{name: {k: v.detach().cpu() for k, v in unwrap(module).state_dict().items()}
+               for name, module in state.trained_modules().items()},
+            **{name: optimizer.state_dict() for name, optimizer in state.optimizers().items()},
+            "step": state.step,
+            "best_val": state.best_val,
+            "bad_steps_total": state.guard.total,
             "config": to_dict(experiment),
             "rng": rngs,
             "world_size": ctx.world_size,
@@ -433,22 +177,178 @@ def save_checkpoint(run: RunDirectory, ctx: Distributed, pretrained, step: int, 
     barrier(ctx)
 
 
-def restore_progress(saved: dict, ctx: Distributed, guard: NanGuard, seed: int, source) -> tuple[int, float]:
-    """The loop's step and best validation score from a loaded train state; restores this rank's RNG.
+def restore(state: TrainingState, run: RunDirectory) -> None:
+    """Load ``run``'s train state into ``state``: weights, optimizers, step, best score and this rank's RNG.
 
     With a different number of processes than the run saved, the data order (a function of the
     step) stays exact but the RNG streams cannot, so they are reseeded from the step.
     """
-    from voiceconv.checkpoint import set_rng_state
+    from voiceconv.checkpoint import load_train_state, set_rng_state
 
-    step, best_val = int(saved["step"]), float(saved["best_val"])
-    guard.total = int(saved.get("bad_steps_total", 0))
+    saved = load_train_state(run.train_state)
+    for name, module in state.trained_modules().items():
+        unwrap(module).load_state_dict(saved[name])
+    for name, optimizer in state.optimizers().items():
+        optimizer.load_state_dict(saved[name])
+    ctx = state.ctx
+    state.step, state.best_val = int(saved["step"]), float(saved["best_val"])
+    state.guard.total = int(saved.get("bad_steps_total", 0))
     rngs = saved["rng"]
     if len(rngs) == ctx.world_size:
         set_rng_state(rngs[ctx.rank])
     else:
         logger.warning("resuming with %d processes instead of %d: the data order stays exact, the RNG "
                        "state does not", ctx.world_size, len(rngs))
-        seed_everything(seed * 1000 + ctx.rank + step)
-    logger.info("resumed from %s at step %d", source, step)
-    return step, best_val
+        seed_everything(state.config.seed * 1000 + ctx.rank + state.step)
+    logger.info("resumed from %s at step %d", run.train_state, state.step)
+# ------------------------------------------------------------------------------------------- loop
+
+
+def experiment_config(name: str, module: str, model_config: type, train_config: type) -> type:
+    """The dataclass ``name`` of a whole run: a ``model`` section (the model's constructor config) and
+    a ``train`` section, as in the experiment YAML files."""
+    from voiceconv.config import load_config
+
+    cls = dataclasses.make_dataclass(name, [
+        ("model", model_config, dataclasses.field(default_factory=model_config)),
+        ("train", train_config, dataclasses.field(default_factory=train_config)),
+    ])
+    cls.__module__ = module
+    cls.__doc__ = (f"Everything a run needs: ``model`` ({model_config.__name__}) and ``train`` "
+                   f"({train_config.__name__}). ``load(path, overrides)`` reads an experiment YAML (with "
+                   "``base:`` overlays) plus ``key=value`` overrides.")
+    cls.load = classmethod(load_config)
+    return cls
+
+
+def check_schedule(config) -> None:
+    """The schedule checks every trainer's ``train`` config makes in ``__post_init__``."""
+    if config.steps < 0 or config.batch_size < 1 or config.segment_frames < 1:
+        raise ValueError("steps must be >= 0, batch_size and segment_frames >= 1")
+    if min(config.log_every, config.val_every, config.checkpoint_every) < 1:
+        raise ValueError("log_every, val_every and checkpoint_every must be >= 1")
+    if config.max_bad_steps < 1:
+        raise ValueError("max_bad_steps must be >= 1")
+
+
+class TrainingState:
+    """Base of each trainer's ``State`` dataclass, which has ``ctx``, ``config``, ``guard``, ``step`` and
+    ``best_val``, and says what a checkpoint holds."""
+
+    @property
+    def device(self) -> torch.device:
+        return self.ctx.device
+
+    def trained_modules(self) -> dict[str, torch.nn.Module]:
+        """The networks whose weights the train state keeps, by name (DDP wrappers allowed)."""
+        raise NotImplementedError
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """The optimizers whose state the train state keeps, by name."""
+        raise NotImplementedError
+
+    def released(self):
+        """The bare model written to ``last/``, ``best/`` and ``checkpoints/`` (has ``save_pretrained``)."""
+        raise NotImplementedError
+
+
+@contextlib.contextmanager
+def process_group(device: str | torch.device | None, num_threads: int | None):
+    """This process's :class:`Distributed` context for one run (torch threads set first), torn down after."""
+    if num_threads:
+        torch.set_num_threads(num_threads)
+    ctx = setup_distributed(device)
+    try:
+        yield ctx
+    finally:
+        cleanup_distributed(ctx)
+
+
+def open_run(run: RunDirectory, experiment, data_dir, resume: bool, ctx: Distributed, what: str) -> PreparedCorpus:
+    """Check the run directory, the resumed config and the batch split; open the prepared corpus.
+
+    ``what`` names the config in a mel-mismatch error (e.g. ``"model config"``).
+    """
+    config = experiment.train
+    run.check_start(resume)
+    if resume:
+        check_resume_config(run, experiment)
+    if config.batch_size % ctx.world_size:
+        raise ConfigError(f"train.batch_size={config.batch_size} is not divisible by the {ctx.world_size} "
+                          "processes; choose a multiple")
+    corpus = PreparedCorpus(data_dir)
+    corpus.mel_config.check_compatible(experiment.model.mel, "prepared data", what)
+    return corpus
+
+
+def write_run_config(run: RunDirectory, experiment) -> None:
+    """``config.yaml`` of the run (main rank): what ``--resume`` reads back."""
+    import yaml
+
+    from voiceconv.checkpoint import atomic_write_text
+    from voiceconv.config import to_dict
+
+    run.root.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run.config, yaml.safe_dump(to_dict(experiment), sort_keys=False))
+
+
+def run_loop(state: TrainingState, log: RunLogger, *, batch: Callable[[int], dict],
+             train_step: Callable[[TrainingState, dict], dict[str, float]],
+             validate: Callable[[], dict[str, float]] | None, best_key: str, save_best: Callable[[], None],
+             save_checkpoint: Callable[[bool], None], desc: str, progress: bool) -> dict[str, float]:
+    """Step until ``state.config.steps``; returns the last logged scalars (and validation scores).
+
+    Every ``log_every`` steps the step values averaged over the interval go to ``log`` (with
+    ``steps_per_second``); every ``val_every`` steps ``validate()`` runs (main rank only; pass None
+    elsewhere) and a lower ``best_key`` calls ``save_best()``; every ``checkpoint_every`` steps and at
+    the end ``save_checkpoint(periodic)`` runs on every rank. Ctrl-C in a single process saves a
+    resume point first.
+    """
+    from tqdm import tqdm
+
+    config, ctx = state.config, state.ctx
+    bar = tqdm(total=config.steps, initial=state.step, disable=not (ctx.is_main and progress), unit="step",
+               dynamic_ncols=True, desc=desc)
+    window: dict[str, list[float]] = {}
+    last: dict[str, float] = {}
+    if state.step >= config.steps and ctx.is_main:
+        logger.warning("the run is already at step %d of train.steps=%d; nothing to do (pass e.g. "
+                       "train.steps=%d to train longer)", state.step, config.steps, 2 * max(state.step, 1))
+    timer = time.perf_counter()
+    try:
+        while state.step < config.steps:
+            values = train_step(state, batch(state.step))
+            bar.update(1)
+            for key, value in values.items():
+                window.setdefault(key, []).append(value)
+            finished = state.step >= config.steps
+            if state.step % config.log_every == 0 or finished:
+                elapsed = time.perf_counter() - timer
+                last = {k: float(np.mean(v)) for k, v in window.items()}
+                last["steps_per_second"] = len(window["loss/total"]) / max(elapsed, 1e-9)
+                log.scalars(last, state.step)
+                bar.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in last.items() if k.startswith("loss/")})
+                window, timer = {}, time.perf_counter()
+            if validate is not None and (state.step % config.val_every == 0 or finished):
+                # Validation must not consume the training RNG, or resuming would change the run.
+                with torch.random.fork_rng(devices=[ctx.device] if ctx.device.type == "cuda" else []):
+                    scores = validate()
+                last.update(scores)
+                if scores[best_key] < state.best_val:
+                    state.best_val = scores[best_key]
+                    save_best()
+            if state.step % config.checkpoint_every == 0 or finished:
+                save_checkpoint(state.step % config.checkpoint_every == 0)
+                log.flush()
+    except KeyboardInterrupt:
+        # Ctrl-C in a single process leaves a resume point; under torchrun the other ranks may be
+        # mid-collective, so there the last periodic checkpoint is the resume point.
+        if not ctx.enabled:
+            logger.warning("interrupted at step %d; saving %s and %s (continue with --resume)", state.step,
+                           log.run.last, log.run.train_state)
+            save_checkpoint(False)
+        raise
+    finally:
+        bar.close()
+        log.close()
+    return last

@@ -33,38 +33,33 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
-from voiceconv.checkpoint import atomic_write_text, load_train_state
 from voiceconv.config import to_dict
-from voiceconv.errors import ConfigError
+from voiceconv.errors import ConfigError, TrainingError
 from voiceconv.models.vc_model import VCConfig, VCModel
-from voiceconv.training import loop as training_utils
+from voiceconv.training import loop
 from voiceconv.training.augment import AugmentConfig, augment_batch, n_virtual_speakers
 from voiceconv.training.channel import ChannelConfig, corrupt
 from voiceconv.training.data import PreparedCorpus, SegmentBatcher
+from voiceconv.training.distributed import Distributed, any_rank, barrier, seed_everything, unwrap
 from voiceconv.training.loop import (
-    Distributed,
     NanGuard,
-    RunDirectory,
-    RunLogger,
-    TrainingError,
-    any_rank,
-    barrier,
+    TrainingState,
     bf16_autocast,
-    check_resume_config,
-    cleanup_distributed,
+    check_schedule,
+    experiment_config,
     linear_ramp,
-    seed_everything,
-    setup_distributed,
-    unwrap,
+    open_run,
+    process_group,
+    run_loop,
+    write_run_config,
 )
+from voiceconv.training.run_directory import RunDirectory, RunLogger
 
 logger = logging.getLogger(__name__)
 
@@ -108,31 +103,11 @@ class TrainConfig:
     num_threads: int | None = None  # torch CPU threads per process; None keeps torch's default
 
     def __post_init__(self) -> None:
-        if self.steps < 0 or self.batch_size < 1 or self.segment_frames < 1:
-            raise ValueError("steps must be >= 0, batch_size and segment_frames >= 1")
-        if min(self.log_every, self.val_every, self.checkpoint_every) < 1:
-            raise ValueError("log_every, val_every and checkpoint_every must be >= 1")
-        if self.max_bad_steps < 1:
-            raise ValueError("max_bad_steps must be >= 1")
+        check_schedule(self)
 
 
 @dataclass
-class ExperimentConfig:
-    """Everything a run needs: the model's constructor config and the training config."""
-
-    model: VCConfig = field(default_factory=VCConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-
-
-def load_experiment(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
-    """Read an experiment YAML (with ``base:`` overlays) plus ``key=value`` overrides."""
-    from voiceconv.config import load_config
-
-    return load_config(ExperimentConfig, path, overrides)
-
-
-@dataclass
-class State:
+class State(TrainingState):
     """Everything that changes during training."""
 
     model: torch.nn.Module  # wrapped in DistributedDataParallel when world_size > 1
@@ -143,9 +118,21 @@ class State:
     step: int = 0
     best_val: float = math.inf
 
-    @property
-    def device(self) -> torch.device:
-        return self.ctx.device
+    def trained_modules(self) -> dict[str, torch.nn.Module]:
+        return {"model": self.model}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"optimizer": self.optimizer}
+
+    def released(self) -> VCModel:
+        return unwrap(self.model)
+
+
+EXAMPLE_CONFIG = "voiceconv/conf/adain_vc.yaml"  # named in the CLI's error when --config is missing
+ExperimentConfig = experiment_config("ExperimentConfig", __name__, VCConfig, TrainConfig)
+
+
+load_experiment = ExperimentConfig.load  # (path, overrides) -> ExperimentConfig
 
 
 def loss_weights(config: TrainConfig, keys, step: int) -> dict[str, float]:
@@ -357,64 +344,21 @@ def _load_vocoder(vocoder_dir: str | Path | None, mel_config):
     return Vocoder.griffin_lim(mel_config)
 
 
-def _save_checkpoint(state: State, run: RunDirectory, experiment: ExperimentConfig, periodic: bool) -> None:
-    """``last/`` (and ``checkpoints/step_X/``) plus ``train_state.pt``; collective: every rank calls it."""
-    model = unwrap(state.model)
-    training_utils.save_checkpoint(
-        run, state.ctx, model, state.step, state.best_val, state.guard, experiment, periodic,
-        state.config.keep_checkpoints,
-        lambda: {"model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                 "optimizer": state.optimizer.state_dict()})
-
-
-def _restore(state: State, run: RunDirectory) -> None:
-    saved = load_train_state(run.train_state)
-    unwrap(state.model).load_state_dict(saved["model"])
-    state.optimizer.load_state_dict(saved["optimizer"])
-    # A resumed run may change hyperparameters (e.g. a lower lr); the config wins over the saved state.
-    for group in state.optimizer.param_groups:
-        group.update(lr=state.config.lr, betas=tuple(state.config.betas), weight_decay=state.config.weight_decay)
-    state.step, state.best_val = training_utils.restore_progress(saved, state.ctx, state.guard, state.config.seed,
-                                                                 run.train_state)
-
-
 # ------------------------------------------------------------------------------------------- loop
 
 
-def train(
-    experiment: ExperimentConfig,
-    data_dir: str | Path,
-    out_dir: str | Path,
-    *,
-    resume: bool = False,
-    device: str | torch.device | None = None,
-    vocoder_dir: str | Path | None = None,
-    progress: bool = True,
-) -> dict[str, float]:
+def train(experiment: ExperimentConfig, data_dir: str | Path, out_dir: str | Path, *, resume: bool = False,
+          device: str | torch.device | None = None, vocoder_dir: str | Path | None = None,
+          progress: bool = True) -> dict[str, float]:
     """Train (or resume) a run in ``out_dir`` on the prepared corpus ``data_dir``; returns the last scalars."""
-    config = experiment.train
-    if config.num_threads:
-        torch.set_num_threads(config.num_threads)
-    ctx = setup_distributed(device)
-    try:
+    with process_group(device, experiment.train.num_threads) as ctx:
         return _train(experiment, data_dir, RunDirectory(out_dir), resume, ctx, vocoder_dir, progress)
-    finally:
-        cleanup_distributed(ctx)
 
 
 def _train(experiment: ExperimentConfig, data_dir, run: RunDirectory, resume: bool, ctx: Distributed,
            vocoder_dir, progress: bool) -> dict[str, float]:
-    from tqdm import tqdm
-
     config = experiment.train
-    run.check_start(resume)
-    if resume:
-        check_resume_config(run, experiment)
-    if config.batch_size % ctx.world_size:
-        raise ConfigError(f"train.batch_size={config.batch_size} is not divisible by the {ctx.world_size} "
-                          "processes; choose a multiple")
-    corpus = PreparedCorpus(data_dir)
-    corpus.mel_config.check_compatible(experiment.model.mel, "prepared data", "model config")
+    corpus = open_run(run, experiment, data_dir, resume, ctx, "model config")
     train_speakers, val_speakers = corpus.split_speakers(config.n_val_speakers, config.seed)
     if len(train_speakers) < 2:
         raise ConfigError(f"{data_dir}: {len(corpus.speakers)} speakers leave {len(train_speakers)} for training "
@@ -444,10 +388,12 @@ def _train(experiment: ExperimentConfig, data_dir, run: RunDirectory, resume: bo
             model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
     state = State(wrapped, _optimizer(model, config), config, ctx, NanGuard(config.max_bad_steps))
     if resume:
-        _restore(state, run)
+        loop.restore(state, run)
+        # A resumed run may change hyperparameters (e.g. a lower lr); the config wins over the saved state.
+        for group in state.optimizer.param_groups:
+            group.update(lr=config.lr, betas=tuple(config.betas), weight_decay=config.weight_decay)
     if ctx.is_main:
-        run.root.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run.config, yaml.safe_dump(to_dict(experiment), sort_keys=False))
+        write_run_config(run, experiment)
         logger.info("VCModel: %.3f M parameters; %d training speakers (%d utterances), %d held out; "
                     "device %s x %d process(es)", model.n_parameters() / 1e6, len(train_speakers),
                     len(train_indices), len(val_speakers), ctx.device, ctx.world_size)
@@ -457,50 +403,13 @@ def _train(experiment: ExperimentConfig, data_dir, run: RunDirectory, resume: bo
     val = ValidationSet.build(corpus, val_speakers, config.val_utterances, config.val_max_frames) \
         if ctx.is_main and val_speakers else None
     vocoder = _load_vocoder(vocoder_dir, corpus.mel_config) if ctx.is_main and log.writer is not None else None
-    bar = tqdm(total=config.steps, initial=state.step, disable=not (ctx.is_main and progress), unit="step",
-               dynamic_ncols=True, desc="train")
-    window: dict[str, list[float]] = {}
-    last: dict[str, float] = {}
-    if state.step >= config.steps and ctx.is_main:
-        logger.warning("the run is already at step %d of train.steps=%d; nothing to do (pass e.g. "
-                       "train.steps=%d to train longer)", state.step, config.steps, 2 * max(state.step, 1))
-    timer = time.perf_counter()
-    try:
-        while state.step < config.steps:
-            values = train_step(state, batcher.batch(state.step))
-            bar.update(1)
-            for key, value in values.items():
-                window.setdefault(key, []).append(value)
-            finished = state.step >= config.steps
-            if state.step % config.log_every == 0 or finished:
-                elapsed = time.perf_counter() - timer
-                last = {k: float(np.mean(v)) for k, v in window.items()}
-                last["steps_per_second"] = len(window["loss/total"]) / max(elapsed, 1e-9)
-                log.scalars(last, state.step)
-                bar.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in last.items() if k.startswith("loss/")})
-                window, timer = {}, time.perf_counter()
-            if ctx.is_main and val is not None and (state.step % config.val_every == 0 or finished):
-                # Validation must not consume the training RNG, or resuming would change the run.
-                with torch.random.fork_rng(devices=[ctx.device] if ctx.device.type == "cuda" else []):
-                    scores = _validate_and_log(unwrap(state.model), val, state, log, vocoder, corpus.mel_config)
-                last.update(scores)
-                if scores["val/rec"] < state.best_val:
-                    state.best_val = scores["val/rec"]
-                    unwrap(state.model).save_pretrained(run.best)
-            if state.step % config.checkpoint_every == 0 or finished:
-                _save_checkpoint(state, run, experiment, periodic=state.step % config.checkpoint_every == 0)
-                log.flush()
-    except KeyboardInterrupt:
-        # Ctrl-C in a single process leaves a resume point; under torchrun the other ranks may be
-        # mid-collective, so there the last periodic checkpoint is the resume point.
-        if not ctx.enabled:
-            logger.warning("interrupted at step %d; saving %s and %s (continue with --resume)", state.step,
-                           run.last, run.train_state)
-            _save_checkpoint(state, run, experiment, periodic=False)
-        raise
-    finally:
-        bar.close()
-        log.close()
+    last = run_loop(
+        state, log, batch=batcher.batch, train_step=train_step,
+        validate=(lambda: _validate_and_log(model, val, state, log, vocoder, corpus.mel_config))
+        if val is not None else None,
+        best_key="val/rec", save_best=lambda: model.save_pretrained(run.best),
+        save_checkpoint=lambda periodic: loop.save_checkpoint(state, run, experiment, periodic),
+        desc="train", progress=progress)
     if ctx.is_main and val is None:
         logger.warning("no held-out speakers (train.n_val_speakers=0): best/ is not written, use last/")
     return last
@@ -522,10 +431,3 @@ def _validate_and_log(model: VCModel, val: ValidationSet, state: State, log: Run
                 logger.warning("could not vocode %s for TensorBoard: %s", name, error)
     model.train()
     return scores
-
-
-def experiment_from_args(config_path: str | None, overrides: list[str], run_dir: str | Path,
-                         resume: bool) -> ExperimentConfig:
-    """The CLI's config: ``--config`` plus overrides, or on ``--resume`` the run's own ``config.yaml``."""
-    return training_utils.experiment_from_args(ExperimentConfig, config_path, overrides, run_dir, resume,
-                                               "voiceconv/conf/adain_vc.yaml")

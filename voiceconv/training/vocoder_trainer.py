@@ -36,39 +36,33 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 from voiceconv.checkpoint import (
-    atomic_write_text,
     load_pretrained,
-    load_train_state,
     resolve_model_dir,
 )
-from voiceconv.config import to_dict
 from voiceconv.errors import ConfigError
-from voiceconv.training import loop as training_utils
+from voiceconv.training import loop
 from voiceconv.training.data import PreparedCorpus, SegmentBatcher
+from voiceconv.training.distributed import Distributed, any_rank, barrier, seed_everything, unwrap
 from voiceconv.training.loop import (
-    Distributed,
     NanGuard,
-    RunDirectory,
-    RunLogger,
-    any_rank,
-    barrier,
+    TrainingState,
     bf16_autocast,
-    check_resume_config,
-    cleanup_distributed,
-    seed_everything,
-    setup_distributed,
-    unwrap,
+    check_schedule,
+    experiment_config,
+    open_run,
+    process_group,
+    run_loop,
+    write_run_config,
 )
+from voiceconv.training.run_directory import RunDirectory, RunLogger
 from voiceconv.vocoder.discriminators import DiscriminatorConfig, Discriminators
 from voiceconv.vocoder.hifigan import HiFiGANGenerator
 from voiceconv.vocoder.losses import (
@@ -124,31 +118,20 @@ class VocoderTrainConfig:
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)
         self.stft_resolutions = tuple(tuple(int(v) for v in r) for r in self.stft_resolutions)
-        if self.steps < 0 or self.batch_size < 1 or self.segment_frames < 1:
-            raise ValueError("steps must be >= 0, batch_size and segment_frames >= 1")
-        if min(self.log_every, self.val_every, self.checkpoint_every) < 1:
-            raise ValueError("log_every, val_every and checkpoint_every must be >= 1")
+        check_schedule(self)
         if not 0.0 <= self.final_lr_ratio <= 1.0:
             raise ValueError("final_lr_ratio must be in [0, 1]")
 
 
-@dataclass
-class VocoderExperiment:
-    """Everything a run needs: the vocoder's constructor config and the training config."""
-
-    model: VocoderConfig = field(default_factory=VocoderConfig)
-    train: VocoderTrainConfig = field(default_factory=VocoderTrainConfig)
+EXAMPLE_CONFIG = "voiceconv/conf/vocoder_istft.yaml"  # named in the CLI's error when --config is missing
+VocoderExperiment = experiment_config("VocoderExperiment", __name__, VocoderConfig, VocoderTrainConfig)
 
 
-def load_experiment(path: str | Path | None = None, overrides: list[str] | None = None) -> VocoderExperiment:
-    """Read a vocoder experiment YAML (with ``base:`` overlays) plus ``key=value`` overrides."""
-    from voiceconv.config import load_config
-
-    return load_config(VocoderExperiment, path, overrides)
+load_experiment = VocoderExperiment.load  # (path, overrides) -> VocoderExperiment
 
 
 @dataclass
-class State:
+class State(TrainingState):
     """Everything that changes during training."""
 
     generator: torch.nn.Module  # the Vocoder, wrapped in DistributedDataParallel when world_size > 1
@@ -164,9 +147,14 @@ class State:
     step: int = 0
     best_val: float = math.inf
 
-    @property
-    def device(self) -> torch.device:
-        return self.ctx.device
+    def trained_modules(self) -> dict[str, torch.nn.Module]:
+        return {"generator": self.generator, "discriminators": self.discriminators}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"opt_g": self.opt_g, "opt_d": self.opt_d}
+
+    def released(self) -> Vocoder:
+        return unwrap(self.generator)
 
 
 def learning_rate(base: float, step: int, config: VocoderTrainConfig) -> float:
@@ -350,32 +338,6 @@ def validate(vocoder: Vocoder, val: ValidationSet, device: torch.device,
     return {"val/mel_l1": float(np.mean(mel_l1)), "val/mrstft": float(np.mean(mrstft))}, outputs
 
 
-def _save_checkpoint(state: State, run: RunDirectory, experiment: VocoderExperiment, periodic: bool) -> None:
-    """``last/`` (and ``checkpoints/step_X/``) plus ``train_state.pt``; collective: every rank calls it."""
-    vocoder = unwrap(state.generator)
-    training_utils.save_checkpoint(
-        run, state.ctx, vocoder, state.step, state.best_val, state.guard, experiment, periodic,
-        state.config.keep_checkpoints,
-        lambda: {"generator": {k: v.detach().cpu() for k, v in vocoder.state_dict().items()},
-                 "discriminators": {k: v.detach().cpu() for k, v in unwrap(state.discriminators).state_dict().items()},
-                 "opt_g": state.opt_g.state_dict(),
-                 "opt_d": state.opt_d.state_dict()})
-
-
-def _restore(state: State, run: RunDirectory) -> None:
-    saved = load_train_state(run.train_state)
-    unwrap(state.generator).load_state_dict(saved["generator"])
-    unwrap(state.discriminators).load_state_dict(saved["discriminators"])
-    state.opt_g.load_state_dict(saved["opt_g"])
-    state.opt_d.load_state_dict(saved["opt_d"])
-    # A resumed run may change hyperparameters; the config wins (the lr is set from the step anyway).
-    for optimizer in (state.opt_g, state.opt_d):
-        for group in optimizer.param_groups:
-            group.update(betas=tuple(state.config.betas), weight_decay=state.config.weight_decay)
-    state.step, state.best_val = training_utils.restore_progress(saved, state.ctx, state.guard, state.config.seed,
-                                                                 run.train_state)
-
-
 def build_state(experiment: VocoderExperiment, ctx: Distributed,
                 mel_transform: MelTransform | None = None) -> State:
     """Networks, optimizers and losses with identical initial weights on every rank."""
@@ -421,28 +383,14 @@ def train(
     config = experiment.train
     if experiment.model.generator == "griffin_lim":
         raise ConfigError("model.generator=griffin_lim has nothing to train; choose istft or hifigan")
-    if config.num_threads:
-        torch.set_num_threads(config.num_threads)
-    ctx = setup_distributed(device)
-    try:
+    with process_group(device, config.num_threads) as ctx:
         return _train(experiment, data_dir, RunDirectory(out_dir), resume, ctx, progress, mel_transform)
-    finally:
-        cleanup_distributed(ctx)
 
 
 def _train(experiment: VocoderExperiment, data_dir, run: RunDirectory, resume: bool, ctx: Distributed,
            progress: bool, mel_transform: MelTransform | None) -> dict[str, float]:
-    from tqdm import tqdm
-
     config = experiment.train
-    run.check_start(resume)
-    if resume:
-        check_resume_config(run, experiment)
-    if config.batch_size % ctx.world_size:
-        raise ConfigError(f"train.batch_size={config.batch_size} is not divisible by the {ctx.world_size} "
-                          "processes; choose a multiple")
-    corpus = PreparedCorpus(data_dir)
-    corpus.mel_config.check_compatible(experiment.model.mel, "prepared data", "vocoder config")
+    corpus = open_run(run, experiment, data_dir, resume, ctx, "vocoder config")
     if mel_transform is None and config.finetune_from_vc:
         mel_transform = vc_mel_transform(config.finetune_from_vc, experiment.model.mel, ctx.device)
     train_indices, val_indices = split_validation(corpus, config.n_val_utterances, config.seed)
@@ -450,11 +398,14 @@ def _train(experiment: VocoderExperiment, data_dir, run: RunDirectory, resume: b
                              train_indices, ctx.rank, ctx.world_size, with_audio=True)
     state = build_state(experiment, ctx, mel_transform)
     if resume:
-        _restore(state, run)
+        loop.restore(state, run)
+        # A resumed run may change hyperparameters; the config wins (the lr is set from the step anyway).
+        for optimizer in (state.opt_g, state.opt_d):
+            for group in optimizer.param_groups:
+                group.update(betas=tuple(config.betas), weight_decay=config.weight_decay)
     vocoder = unwrap(state.generator)
     if ctx.is_main:
-        run.root.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run.config, yaml.safe_dump(to_dict(experiment), sort_keys=False))
+        write_run_config(run, experiment)
         logger.info("vocoder (%s): %.3f M generator parameters, %.3f M discriminator parameters; %d training "
                     "utterances, %d held out; device %s x %d process(es)", experiment.model.generator,
                     vocoder.n_parameters() / 1e6,
@@ -464,42 +415,18 @@ def _train(experiment: VocoderExperiment, data_dir, run: RunDirectory, resume: b
 
     log = RunLogger(run, enabled=ctx.is_main, start_step=state.step)
     val = ValidationSet.build(corpus, val_indices, config.val_max_frames) if ctx.is_main and val_indices else None
-    baseline_logged = False
-    bar = tqdm(total=config.steps, initial=state.step, disable=not (ctx.is_main and progress), unit="step",
-               dynamic_ncols=True, desc="train-vocoder")
-    window: dict[str, list[float]] = {}
-    last: dict[str, float] = {}
-    timer = time.perf_counter()
-    try:
-        while state.step < config.steps:
-            values = train_step(state, batcher.batch(state.step))
-            bar.update(1)
-            for key, value in values.items():
-                window.setdefault(key, []).append(value)
-            finished = state.step >= config.steps
-            if state.step % config.log_every == 0 or finished:
-                elapsed = time.perf_counter() - timer
-                last = {k: float(np.mean(v)) for k, v in window.items()}
-                last["steps_per_second"] = len(window["loss/total"]) / max(elapsed, 1e-9)
-                log.scalars(last, state.step)
-                bar.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in last.items() if k.startswith("loss/")})
-                window, timer = {}, time.perf_counter()
-            if ctx.is_main and val is not None and (state.step % config.val_every == 0 or finished):
-                # Validation must not consume the training RNG, or resuming would change the run.
-                with torch.random.fork_rng(devices=[ctx.device] if ctx.device.type == "cuda" else []):
-                    scores = _validate_and_log(vocoder, val, state, log, not baseline_logged)
-                baseline_logged = True
-                last.update(scores)
-                if scores["val/mel_l1"] < state.best_val:
-                    state.best_val = scores["val/mel_l1"]
-                    vocoder.save_pretrained(run.best)
-            if state.step % config.checkpoint_every == 0 or finished:
-                _save_checkpoint(state, run, experiment, periodic=state.step % config.checkpoint_every == 0)
-                log.flush()
-    finally:
-        bar.close()
-        log.close()
-    return last
+    baseline_logged = []  # Griffin-Lim's scores are logged once per process, at the first validation
+
+    def validate_once() -> dict[str, float]:
+        scores = _validate_and_log(vocoder, val, state, log, with_baseline=not baseline_logged)
+        baseline_logged.append(True)
+        return scores
+
+    return run_loop(
+        state, log, batch=batcher.batch, train_step=train_step, validate=validate_once if val is not None else None,
+        best_key="val/mel_l1", save_best=lambda: vocoder.save_pretrained(run.best),
+        save_checkpoint=lambda periodic: loop.save_checkpoint(state, run, experiment, periodic),
+        desc="train-vocoder", progress=progress)
 
 
 def _validate_and_log(vocoder: Vocoder, val: ValidationSet, state: State, log: RunLogger,
@@ -519,10 +446,3 @@ def _validate_and_log(vocoder: Vocoder, val: ValidationSet, state: State, log: R
             log.audio(f"audio/real_{i}", val.audios[i], state.step, sample_rate)
     vocoder.train()
     return scores
-
-
-def experiment_from_args(config_path: str | None, overrides: list[str], run_dir: str | Path,
-                         resume: bool) -> VocoderExperiment:
-    """The CLI's config: ``--config`` plus overrides, or on ``--resume`` the run's own ``config.yaml``."""
-    return training_utils.experiment_from_args(VocoderExperiment, config_path, overrides, run_dir, resume,
-                                               "voiceconv/conf/vocoder_istft.yaml")
