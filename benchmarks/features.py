@@ -36,7 +36,7 @@ def _synthetic_corpus(directory: Path, hours: float, rate: int, seed: int = 0) -
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
     from helpers import synthetic_voice
 
-    from voiceconv.training.data import ManifestRow, write_manifest
+    from voiceconv.training.prepare import ManifestRow, write_manifest
 
     rng = np.random.default_rng(seed)
     rows, total = [], 0.0
@@ -59,7 +59,7 @@ def _synthetic_corpus(directory: Path, hours: float, rate: int, seed: int = 0) -
 def _measure(manifest: str, out: str, workers: int, shard_size: int) -> None:
     """Child process: run prepare once and print one JSON line of figures."""
     start = time.perf_counter()
-    from voiceconv.training.data import prepare  # imports count: a real run pays them too
+    from voiceconv.training.prepare import prepare  # imports count: a real run pays them too
 
     imported = time.perf_counter()
     summary = prepare(manifest, out, workers=workers, progress=False, shard_size=shard_size)

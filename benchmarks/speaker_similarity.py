@@ -41,7 +41,7 @@ def measure(vc, pairs, pitch="off") -> dict[str, list[float]]:
 
 
 def read_pair_list(path: str) -> list[tuple]:
-    from voiceconv.convert.batch import read_pairs
+    from voiceconv.convert.batch_rows import read_pairs
 
     with tempfile.TemporaryDirectory() as tmp:
         rows = read_pairs(path, tmp)

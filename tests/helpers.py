@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from scipy.signal import lfilter
 
-from voiceconv.training.data import ManifestRow, write_manifest
+from voiceconv.training.prepare import ManifestRow, write_manifest
 
 
 def synthetic_voice(

@@ -18,7 +18,8 @@ from helpers import synthetic_voice
 from test_api import SR, save_tiny_model, tiny_converter, write_voice
 
 from voiceconv.cli import main as cli_main
-from voiceconv.convert.batch import BatchError, read_pairs, resolve_shard, run_batch, safe_output_path
+from voiceconv.convert.batch import run_batch
+from voiceconv.convert.batch_rows import BatchError, read_pairs, resolve_shard, safe_output_path
 from voiceconv.errors import VoiceconvError
 
 

@@ -229,7 +229,7 @@ def test_evaluate_converts_with_a_model_and_times_it(tmp_path):
 
 def test_bad_inputs_fail_with_a_fix(tmp_path, capsys):
     from voiceconv.evaluation import read_pairs
-    from voiceconv.evaluation.evaluator import resolve_outputs
+    from voiceconv.evaluation.pairs import resolve_outputs
 
     bad = tmp_path / "bad.csv"
     bad.write_text("src,target\na.wav,b.wav\n")
@@ -249,7 +249,7 @@ def test_bad_inputs_fail_with_a_fix(tmp_path, capsys):
 
 def test_pairs_without_output_column_find_batch_named_files(tmp_path):
     from voiceconv.evaluation import read_pairs
-    from voiceconv.evaluation.evaluator import resolve_outputs
+    from voiceconv.evaluation.pairs import resolve_outputs
 
     for name in ("a.wav", "b.wav", "c.wav"):
         _write(tmp_path / name, vowel_utterance(120, 1.0, "ai", [0.2, 0.2]))
@@ -270,7 +270,8 @@ def test_pairs_without_output_column_find_batch_named_files(tmp_path):
 
 
 def test_reference_lists_sharing_a_clip_are_one_speaker():
-    from voiceconv.evaluation.evaluator import Pair, speaker_clips
+    from voiceconv.evaluation.evaluator import speaker_clips
+    from voiceconv.evaluation.pairs import Pair
 
     a, b, c, d, e = (Path(f"{name}.wav") for name in "abcde")
     pairs = [Pair(0, a, [a, b], "a;b"), Pair(1, a, [b, c], "b;c"), Pair(2, a, [d], "d"), Pair(3, a, [c, e], "X")]

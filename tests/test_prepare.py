@@ -21,14 +21,8 @@ from voiceconv.audio import load_audio, trim_silence
 from voiceconv.cli import main
 from voiceconv.errors import VoiceconvError
 from voiceconv.features import MelConfig, MelSpectrogram
-from voiceconv.training.data import (
-    ManifestRow,
-    PreparedCorpus,
-    SegmentBatcher,
-    prepare,
-    read_manifest,
-    write_manifest,
-)
+from voiceconv.training.data import PreparedCorpus, SegmentBatcher
+from voiceconv.training.prepare import ManifestRow, prepare, read_manifest, write_manifest
 
 SR = 22050
 

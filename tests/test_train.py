@@ -25,9 +25,10 @@ from voiceconv.checkpoint import load_train_state
 from voiceconv.errors import ConfigError, TrainingError
 from voiceconv.features import MelConfig
 from voiceconv.models.vc_model import VCModel
-from voiceconv.training.data import ManifestRow, PreparedCorpus, prepare, write_manifest
+from voiceconv.training.data import PreparedCorpus
 from voiceconv.training.distributed import Distributed
 from voiceconv.training.loop import NanGuard
+from voiceconv.training.prepare import ManifestRow, prepare, write_manifest
 from voiceconv.training.run_directory import read_metrics
 from voiceconv.training.vc_trainer import State, load_experiment, loss_weights, train, train_step
 

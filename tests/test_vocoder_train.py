@@ -13,8 +13,9 @@ import voiceconv
 from voiceconv.checkpoint import resolve_model_dir
 from voiceconv.config import apply_overrides, from_dict, load_yaml
 from voiceconv.errors import ConfigError
-from voiceconv.training.data import PreparedCorpus, SegmentBatcher, prepare
+from voiceconv.training.data import PreparedCorpus, SegmentBatcher
 from voiceconv.training.distributed import Distributed
+from voiceconv.training.prepare import prepare
 from voiceconv.training.run_directory import read_metrics
 from voiceconv.training.vocoder_trainer import (
     VocoderExperiment,

@@ -32,7 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     from tqdm import tqdm
 
-    from voiceconv.convert.batch import BatchError, resolve_shard, run_batch
+    from voiceconv.convert.batch import run_batch
+    from voiceconv.convert.batch_rows import BatchError, resolve_shard
     from voiceconv.convert.pitch import parse_pitch
 
     if args.jobs < 1:

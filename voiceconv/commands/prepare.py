@@ -23,7 +23,7 @@ def _positive_int(text: str) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from voiceconv.training.data import SERIAL_BELOW, SHARD_SIZE
+    from voiceconv.training.prepare import SERIAL_BELOW, SHARD_SIZE
 
     parser.add_argument("manifest", help="CSV with a header and the columns path,speaker[,transcript]; relative "
                         "paths are resolved against the manifest's folder")
@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     from voiceconv.config import from_dict, load_yaml
     from voiceconv.features import MelConfig
-    from voiceconv.training.data import prepare
+    from voiceconv.training.prepare import prepare
 
     mel = MelConfig()
     if args.config:

@@ -10,6 +10,7 @@ extra), imported on first use.
     summary = evaluate("pairs.csv", "report/", converted_dir="converted/")
 """
 
-from voiceconv.evaluation.evaluator import Pair, evaluate, read_pairs
+from voiceconv.evaluation.evaluator import evaluate
+from voiceconv.evaluation.pairs import Pair, read_pairs
 
 __all__ = ["Pair", "evaluate", "read_pairs"]

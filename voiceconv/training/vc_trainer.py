@@ -27,6 +27,10 @@ Layout of the run directory (see :class:`voiceconv.training.loop.RunDirectory`):
 ``train_state.pt`` (model, optimizer, step, RNG of every rank; read with ``weights_only=True``),
 ``last/`` and ``best/`` (lowest ``val/rec``) and ``checkpoints/step_XXXXXXX/`` (newest K), each a
 released-format model directory that ``VCModel.from_pretrained`` and ``voiceconv convert`` load.
+
+This module is one concept, the trainer of one model (its config, step, validation and set-up); the
+loop, checkpoints and logs it shares with the other trainer are in :mod:`voiceconv.training.loop`. Its
+length, a little over 400 lines, is that trainer's own logic.
 """
 
 from __future__ import annotations

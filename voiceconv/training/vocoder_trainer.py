@@ -29,6 +29,10 @@ Run directory (see :class:`voiceconv.training.loop.RunDirectory`): ``config.yaml
 ``train_state.pt`` (generator, discriminators, both optimizers, step, RNG of every rank),
 ``last/``, ``best/`` (lowest validation log-mel L1) and ``checkpoints/step_XXXXXXX/``, each a
 vocoder directory that :meth:`Vocoder.from_pretrained` loads; ``tb/`` and ``metrics.jsonl``.
+
+This module is one concept, the trainer of one model (its config, step, validation and set-up); the
+loop, checkpoints and logs it shares with the other trainer are in :mod:`voiceconv.training.loop`. Its
+length, a little over 400 lines, is that trainer's own logic.
 """
 
 from __future__ import annotations
