@@ -28,9 +28,9 @@ Layout of the run directory (see :class:`voiceconv.training.loop.RunDirectory`):
 ``last/`` and ``best/`` (lowest ``val/rec``) and ``checkpoints/step_XXXXXXX/`` (newest K), each a
 released-format model directory that ``VCModel.from_pretrained`` and ``voiceconv convert`` load.
 
-This module is one concept, the trainer of one model (its config, step, validation and set-up); the
-loop, checkpoints and logs it shares with the other trainer are in :mod:`voiceconv.training.loop`. Its
-length, a little over 400 lines, is that trainer's own logic.
+Why this module is over 400 lines: it is the VC model's whole trainer (config, losses and channel
+corruption, warm start, mel statistics, validation of reconstruction and conversion, set-up), all of
+it specific to this model; the loop, checkpoints and logs are shared in :mod:`voiceconv.training.loop`.
 """
 
 from __future__ import annotations
@@ -51,18 +51,6 @@ from voiceconv.training.augment import AugmentConfig, augment_batch, n_virtual_s
 from voiceconv.training.channel import ChannelConfig, corrupt
 from voiceconv.training.data import PreparedCorpus, SegmentBatcher
 from voiceconv.training.distributed import Distributed, any_rank, barrier, seed_everything, unwrap
-from voiceconv.training.loop import (
-    NanGuard,
-    TrainingState,
-    bf16_autocast,
-    check_schedule,
-    experiment_config,
-    linear_ramp,
-    open_run,
-    process_group,
-    run_loop,
-    write_run_config,
-)
 from voiceconv.training.run_directory import RunDirectory, RunLogger
 
 logger = logging.getLogger(__name__)
@@ -107,18 +95,18 @@ class TrainConfig:
     num_threads: int | None = None  # torch CPU threads per process; None keeps torch's default
 
     def __post_init__(self) -> None:
-        check_schedule(self)
+        loop.check_schedule(self)
 
 
 @dataclass
-class State(TrainingState):
+class State(loop.TrainingState):
     """Everything that changes during training."""
 
     model: torch.nn.Module  # wrapped in DistributedDataParallel when world_size > 1
     optimizer: torch.optim.Optimizer
     config: TrainConfig
     ctx: Distributed
-    guard: NanGuard
+    guard: loop.NanGuard
     step: int = 0
     best_val: float = math.inf
 
@@ -133,7 +121,7 @@ class State(TrainingState):
 
 
 EXAMPLE_CONFIG = "voiceconv/conf/adain_vc.yaml"  # named in the CLI's error when --config is missing
-ExperimentConfig = experiment_config("ExperimentConfig", __name__, VCConfig, TrainConfig)
+ExperimentConfig = loop.experiment_config("ExperimentConfig", __name__, VCConfig, TrainConfig)
 
 
 load_experiment = ExperimentConfig.load  # (path, overrides) -> ExperimentConfig
@@ -141,7 +129,7 @@ load_experiment = ExperimentConfig.load  # (path, overrides) -> ExperimentConfig
 
 def loss_weights(config: TrainConfig, keys, step: int) -> dict[str, float]:
     """``lambdas[k] * ramp_k(step)`` for every ``loss/*`` key; a key without a lambda weighs 1."""
-    return {k: config.lambdas.get(k, 1.0) * linear_ramp(step, config.warmup.get(k, 0)) for k in keys}
+    return {k: config.lambdas.get(k, 1.0) * loop.linear_ramp(step, config.warmup.get(k, 0)) for k in keys}
 
 
 def _step_generator(state: State, stream: int) -> torch.Generator:
@@ -190,7 +178,7 @@ def train_step(state: State, batch: dict[str, torch.Tensor]) -> dict[str, float]
     model.train()
     batch = _augment({k: v.to(state.device, non_blocking=True) for k, v in batch.items()}, state)
     inputs = _encoder_inputs(batch, state)
-    with bf16_autocast(state.config.bf16, state.device, cpu=state.config.cpu_bf16):
+    with loop.bf16_autocast(state.config.bf16, state.device, cpu=state.config.cpu_bf16):
         out = model(batch["mel"], speaker_ids=batch["speaker"], mask=batch["mask"], step=state.step, **inputs)
     loss_keys = sorted(k for k in out if k.startswith("loss/"))
     if not loss_keys:
@@ -355,14 +343,14 @@ def train(experiment: ExperimentConfig, data_dir: str | Path, out_dir: str | Pat
           device: str | torch.device | None = None, vocoder_dir: str | Path | None = None,
           progress: bool = True) -> dict[str, float]:
     """Train (or resume) a run in ``out_dir`` on the prepared corpus ``data_dir``; returns the last scalars."""
-    with process_group(device, experiment.train.num_threads) as ctx:
+    with loop.process_group(device, experiment.train.num_threads) as ctx:
         return _train(experiment, data_dir, RunDirectory(out_dir), resume, ctx, vocoder_dir, progress)
 
 
 def _train(experiment: ExperimentConfig, data_dir, run: RunDirectory, resume: bool, ctx: Distributed,
            vocoder_dir, progress: bool) -> dict[str, float]:
     config = experiment.train
-    corpus = open_run(run, experiment, data_dir, resume, ctx, "model config")
+    corpus = loop.open_run(run, experiment, data_dir, resume, ctx, "model config")
     train_speakers, val_speakers = corpus.split_speakers(config.n_val_speakers, config.seed)
     if len(train_speakers) < 2:
         raise ConfigError(f"{data_dir}: {len(corpus.speakers)} speakers leave {len(train_speakers)} for training "
@@ -390,14 +378,14 @@ def _train(experiment: ExperimentConfig, data_dir, run: RunDirectory, resume: bo
     if ctx.enabled:
         wrapped = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
-    state = State(wrapped, _optimizer(model, config), config, ctx, NanGuard(config.max_bad_steps))
+    state = State(wrapped, _optimizer(model, config), config, ctx, loop.NanGuard(config.max_bad_steps))
     if resume:
         loop.restore(state, run)
         # A resumed run may change hyperparameters (e.g. a lower lr); the config wins over the saved state.
         for group in state.optimizer.param_groups:
             group.update(lr=config.lr, betas=tuple(config.betas), weight_decay=config.weight_decay)
     if ctx.is_main:
-        write_run_config(run, experiment)
+        loop.write_run_config(run, experiment)
         logger.info("VCModel: %.3f M parameters; %d training speakers (%d utterances), %d held out; "
                     "device %s x %d process(es)", model.n_parameters() / 1e6, len(train_speakers),
                     len(train_indices), len(val_speakers), ctx.device, ctx.world_size)
@@ -407,7 +395,7 @@ def _train(experiment: ExperimentConfig, data_dir, run: RunDirectory, resume: bo
     val = ValidationSet.build(corpus, val_speakers, config.val_utterances, config.val_max_frames) \
         if ctx.is_main and val_speakers else None
     vocoder = _load_vocoder(vocoder_dir, corpus.mel_config) if ctx.is_main and log.writer is not None else None
-    last = run_loop(
+    last = loop.run_loop(
         state, log, batch=batcher.batch, train_step=train_step,
         validate=(lambda: _validate_and_log(model, val, state, log, vocoder, corpus.mel_config))
         if val is not None else None,

@@ -30,9 +30,9 @@ Run directory (see :class:`voiceconv.training.loop.RunDirectory`): ``config.yaml
 ``last/``, ``best/`` (lowest validation log-mel L1) and ``checkpoints/step_XXXXXXX/``, each a
 vocoder directory that :meth:`Vocoder.from_pretrained` loads; ``tb/`` and ``metrics.jsonl``.
 
-This module is one concept, the trainer of one model (its config, step, validation and set-up); the
-loop, checkpoints and logs it shares with the other trainer are in :mod:`voiceconv.training.loop`. Its
-length, a little over 400 lines, is that trainer's own logic.
+It passes 400 lines because the generator/discriminator step, the learning-rate schedule, fine-tuning on
+VC output and the Griffin-Lim baseline in validation all belong to the vocoder alone. What both trainers
+share (loop, checkpoints, logs, resume) lives in :mod:`voiceconv.training.loop`.
 """
 
 from __future__ import annotations
