@@ -84,6 +84,17 @@ def test_a_step_moves_every_generator_and_discriminator_parameter(prepared, name
         assert not frozen, f"{label} parameters that did not move: {frozen}"
 
 
+def test_an_adversarial_step_in_cpu_bf16_moves_every_parameter_and_stays_finite(prepared):
+    exp = experiment("train.adversarial_start_step=0", "train.weight_decay=0", "train.cpu_bf16=true")
+    state = build_state(exp, Distributed())
+    before_g, before_d = snapshot(state.generator), snapshot(state.discriminators)
+    values = train_step(state, synthetic_batch(prepared, exp))
+    assert values["skipped"] == 0.0 and all(torch.isfinite(torch.tensor(v)) for v in values.values())
+    assert all(p.dtype == torch.float32 for p in state.generator.parameters())  # autocast, not a cast
+    for module, before in ((state.generator, before_g), (state.discriminators, before_d)):
+        assert not [n for n, p in module.named_parameters() if torch.equal(p, before[n])]
+
+
 def test_warm_up_steps_train_the_generator_only(prepared):
     exp = experiment("train.adversarial_start_step=5")
     state = build_state(exp, Distributed())

@@ -105,6 +105,9 @@ class VocoderTrainConfig:
     discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)  # HiFi-GAN MPD + UnivNet MRD
     grad_clip: float = 0.0  # max gradient norm per network; <= 0 disables (HiFi-GAN does not clip)
     bf16: bool = True  # bf16 autocast for the networks on CUDA (ignored on CPU); losses stay float32
+    # bf16 autocast on the CPU too: pays only on CPUs with bf16 instructions (AVX-512 BF16, AMX); measure it
+    # with benchmarks/vocoder_train_speed.py
+    cpu_bf16: bool = False
     log_every: int = 100  # scalars (averaged over the interval) to TensorBoard and metrics.jsonl
     val_every: int = 2_000  # validation on held-out utterances, with audio in TensorBoard
     checkpoint_every: int = 5_000  # last/, checkpoints/step_XXXXXXX/ and train_state.pt
@@ -212,14 +215,14 @@ def train_step(state: State, batch: dict[str, torch.Tensor]) -> dict[str, float]
         group["lr"] = lr_d
     adversarial = state.step >= config.adversarial_start_step
 
-    with bf16_autocast(state.config.bf16, state.device):
+    with bf16_autocast(config.bf16, state.device, cpu=config.cpu_bf16):
         generated = generator(mel)
     generated = generated.float()  # (B, S * hop); losses in float32
 
     values: dict[str, float] = {}
     disc_finite = True
     if adversarial:
-        with bf16_autocast(state.config.bf16, state.device):
+        with bf16_autocast(config.bf16, state.device, cpu=config.cpu_bf16):
             # Real and generated audio in one batch: one pass through each sub-discriminator.
             outputs = discriminators(torch.cat([audio, generated.detach()]))
         real = [(logits.chunk(2)[0], [f.chunk(2)[0] for f in maps]) for logits, maps in outputs]
@@ -235,9 +238,9 @@ def train_step(state: State, batch: dict[str, torch.Tensor]) -> dict[str, float]
     out = {"loss/mel": state.mel_loss(generated, audio), "loss/stft": state.stft_loss(generated, audio)}
     if adversarial:
         with _frozen(discriminators):
-            with torch.no_grad(), bf16_autocast(state.config.bf16, state.device):
+            with torch.no_grad(), bf16_autocast(config.bf16, state.device, cpu=config.cpu_bf16):
                 real = discriminators(audio)  # feature-matching targets, after the discriminator update
-            with bf16_autocast(state.config.bf16, state.device):
+            with bf16_autocast(config.bf16, state.device, cpu=config.cpu_bf16):
                 fake = discriminators(generated)
         out["loss/fm"] = feature_matching_loss(real, fake).float()
         out["loss/adv"] = generator_adversarial_loss([(logits.float(), maps) for logits, maps in fake])
