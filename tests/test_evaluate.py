@@ -288,14 +288,14 @@ def test_missing_judge_names_the_install_command(monkeypatch):
 
 def test_training_code_never_imports_the_judges():
     package = Path(__file__).resolve().parent.parent / "voiceconv"
-    training = [package / "train.py", package / "train_vocoder.py", package / "data.py", package / "api.py",
-                *(package / "models").glob("*.py"), *(package / "vocoder").glob("*.py")]
+    # The whole training layer, the models, the vocoder and the converter (convert/pitch.py uses pyworld
+    # for F0 on purpose: pitch handling at conversion time, not training or selection).
+    training = [*(package / "training").glob("*.py"), *(package / "models").glob("*.py"),
+                *(package / "vocoder").glob("*.py"), package / "convert" / "converter.py"]
     checked = 0
     for path in training:
-        if not path.is_file():
-            continue
         text = path.read_text()
         checked += 1
         for name in ("voiceconv.evaluation", "resemblyzer", "pocketsphinx", "pyworld"):
             assert name not in text, f"{path.name} mentions {name}: the judges must stay independent of training"
-    assert checked >= 3
+    assert checked >= 25

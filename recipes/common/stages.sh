@@ -2,7 +2,9 @@
 # tool checks and stages 2-6, which are the same for every corpus. A recipe sets RECIPE_DIR, REPO_DIR
 # and its defaults, lists its own flags in RECIPE_OPTIONS, defines stage_0 and stage_1, then calls
 #   parse_options "$@"; setup_paths; run_stages "<stage 0 title>" "<stage 1 title>"
-# Variables used here: CONF VOCODER_CONF VOCODER EXP_DIR DATA_DIR NJ DEVICE stage stop_stage.
+# Variables read here: RECIPE_DIR RECIPE_OPTIONS CONF VOCODER_CONF VOCODER EXP_DIR DATA_DIR NJ DEVICE stage
+# stop_stage. setup_paths sets tag (the VC config's name), RUN_DIR, VOCODER_RUN and device_args.
+declare -a RECIPE_OPTIONS=("${RECIPE_OPTIONS[@]+"${RECIPE_OPTIONS[@]}"}")  # empty when a recipe has none
 
 # usage: the comment block at the top of the recipe's run.sh, as help.
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
@@ -20,6 +22,8 @@ recipe_option() {
 # parse_options ARGS...: the common flags, then the recipe's own (recipe_option); each takes a value.
 parse_options() {
   while [ $# -gt 0 ]; do
+    case "$1" in -h|--help) usage 0 ;; esac
+    if [ $# -lt 2 ]; then echo "run.sh: $1 needs a value (see --help)" >&2; exit 2; fi
     case "$1" in
       --stage) stage=$2 ;;
       --stop-stage|--stop_stage) stop_stage=$2 ;;
@@ -30,8 +34,7 @@ parse_options() {
       --data) DATA_DIR=$2 ;;
       --nj) NJ=$2 ;;
       --device) DEVICE=$2 ;;
-      -h|--help) usage 0 ;;
-      *) if [ $# -lt 2 ] || ! recipe_option "$1" "$2"; then
+      *) if ! recipe_option "$1" "$2"; then
            echo "run.sh: unknown option $1 (see --help)" >&2; exit 2
          fi ;;
     esac

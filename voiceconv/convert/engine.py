@@ -4,6 +4,8 @@ The pipeline is three incremental stages, each fed as much audio as has arrived:
 
     audio --MelStream--> log-mel --model windows--> converted log-mel --vocoder windows--> audio
 
+The stages are in :mod:`voiceconv.convert.windows`:
+
 - :class:`MelStream` computes exactly the frames :class:`~voiceconv.features.MelSpectrogram` gives
   for the whole signal (same reflect padding at the two ends), optionally pitch-shifted.
 - :class:`WindowedStage` runs a function on overlapping windows: window ``k`` owns the *core*

@@ -4,8 +4,10 @@ Start it with ``voiceconv demo`` (or ``python demo/app.py``); both call :func:`l
 lets a visitor upload or record a source, pick a bundled gallery voice (or a blend of two) or
 their own reference clips as the target, and get the converted audio back with mel spectrograms,
 speaker similarity, input-check warnings and timing. All model work is
-``VoiceConverter.embed_speaker`` / ``.convert`` / ``.check_input``; this module only validates
-input, caches speaker embeddings, measures similarity for display, draws figures and wires the UI.
+``VoiceConverter.embed_speaker`` / ``.convert`` / ``.check_input``. The package ``voiceconv.demo`` only
+validates input (``inputs``), caches speaker embeddings and runs one request (``backend``), measures
+similarity for display (``similarity``), draws the figure (``figures``); this module lays out and wires
+the page.
 
 Design choices, each for a reason:
 
@@ -40,6 +42,7 @@ from voiceconv.demo.similarity import similarity_markdown
 from voiceconv.errors import VoiceconvError
 
 log = logging.getLogger(__name__)
+
 
 def result_markdown(result: ConversionResult) -> str:
     """The text beside the result: input warnings first, the target, similarity, timing and the vocoder."""

@@ -33,6 +33,11 @@ from voiceconv.errors import VoiceconvError
 
 log = logging.getLogger(__name__)
 
+
+# ---------------------------------------------------------------------------------------------------
+# a target's voices and their input-check warnings
+
+
 @dataclass
 class TargetVoice:
     """One voice of a target as the backend uses it."""

@@ -32,7 +32,7 @@ JUDGE_SOURCE_MEAN = 0.570  # mean cosine of the unconverted sources to the same 
 
 
 # ---------------------------------------------------------------------------------------------------
-# speaker similarity (display only) and input-check warnings
+# speaker similarity (display only)
 
 
 def judge_available() -> bool:

@@ -36,7 +36,7 @@ class Utterance:
 
 
 class PreparedCorpus:
-    """Read access to a directory written by :func:`prepare`."""
+    """Read access to a directory written by :func:`voiceconv.training.prepare.prepare`."""
 
     def __init__(self, directory: str | Path):
         self.directory = Path(directory)

@@ -78,132 +78,6 @@ class NanGuard:
 # ------------------------------------------------------------------------------ shared run set-up
 
 
-def bf16_autocast(enabled: bool, device: torch.device, cpu: bool = False):
-    """bf16 autocast on CUDA when ``enabled``, and on the CPU when ``cpu``; otherwise a no-op context.
-
-    On the CPU it pays only where the CPU has bf16 instructions (AVX-512 BF16, AMX): a VC training
-    step ran 1.9x faster there; elsewhere it can be slower, hence its own switch.
-    """
-    import contextlib
-
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    if cpu and device.type == "cpu":
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def experiment_from_args(experiment_class, config_path: str | None, overrides: list[str], run_dir: str | Path,
-                         resume: bool, example_config: str):
-    """The CLI's config: ``--config`` plus overrides, or on ``--resume`` the run's own ``config.yaml``.
-
-    ``experiment_class`` is the dataclass with ``model`` and ``train`` sections; ``example_config``
-    names a packaged config for the error message.
-    """
-    import yaml
-
-    from voiceconv.config import apply_overrides, from_dict, load_yaml
-    from voiceconv.errors import ConfigError
-
-    run = RunDirectory(run_dir)
-    if config_path is None:
-        if not resume:
-            raise ConfigError(f"--config is required for a new run (e.g. --config {example_config})")
-        if not run.config.is_file():
-            raise TrainingError(f"{run.root}: no config.yaml to resume from; pass --config")
-        data = yaml.safe_load(run.config.read_text())
-    else:
-        data = load_yaml(config_path)
-    return from_dict(experiment_class, apply_overrides(data, overrides))
-
-
-def check_resume_config(run: RunDirectory, experiment) -> None:
-    """Refuse to resume with a different model section; log which train settings changed."""
-    import yaml
-
-    from voiceconv.config import from_dict, to_dict
-    from voiceconv.errors import ConfigError
-
-    saved = yaml.safe_load(run.config.read_text()) if run.config.is_file() else None
-    if saved is None:
-        return
-    # Normalised through the dataclass, so that a run saved before a model option existed (its
-    # default then fills in) still resumes.
-    try:
-        saved_model = to_dict(from_dict(type(experiment.model), saved.get("model") or {}))
-    except ConfigError:
-        saved_model = saved.get("model")
-    if saved_model != to_dict(experiment.model):
-        raise ConfigError(f"{run.config}: the model section differs from the run being resumed, so the saved "
-                          "weights do not fit; resume without --config (the run's own config.yaml is used) or "
-                          "start a new run with another --out")
-    changed = {k for k, v in to_dict(experiment.train).items() if saved.get("train", {}).get(k) != v}
-    if changed:
-        logger.info("resuming with changed train settings: %s", ", ".join(sorted(changed)))
-
-
-def save_checkpoint(state: TrainingState, run: RunDirectory, experiment, periodic: bool) -> None:
-    """``last/`` (and, when ``periodic``, ``checkpoints/step_X/``) plus ``train_state.pt``; collective:
-    every rank calls it.
-
-    The train state holds each of ``state.trained_modules()`` and ``state.optimizers()`` under its
-    name, the loop's progress (what :func:`restore` reads back), the experiment config and every
-    rank's RNG state.
-    """
-    from voiceconv.checkpoint import rng_state, save_train_state
-    from voiceconv.config import to_dict
-
-    ctx = state.ctx
-    rngs = gather_objects(rng_state(), ctx)
-    if ctx.is_main:
-        released = state.released()
-        released.save_pretrained(run.last)
-        if periodic:
-            released.save_pretrained(run.checkpoint(state.step))
-            run.prune(state.config.keep_checkpoints)
-        # The weights go into the train state too: one atomically written file is a consistent
-        # snapshot even when the process dies half-way through writing last/.
-        save_train_state(run.train_state, {
-            **{name: {k: v.detach().cpu() for k, v in unwrap(module).state_dict().items()}
-               for name, module in state.trained_modules().items()},
-            **{name: optimizer.state_dict() for name, optimizer in state.optimizers().items()},
-            "step": state.step,
-            "best_val": state.best_val,
-            "bad_steps_total": state.guard.total,
-            "config": to_dict(experiment),
-            "rng": rngs,
-            "world_size": ctx.world_size,
-        })
-    barrier(ctx)
-
-
-def restore(state: TrainingState, run: RunDirectory) -> None:
-    """Load ``run``'s train state into ``state``: weights, optimizers, step, best score and this rank's RNG.
-
-    With a different number of processes than the run saved, the data order (a function of the
-    step) stays exact but the RNG streams cannot, so they are reseeded from the step.
-    """
-    from voiceconv.checkpoint import load_train_state, set_rng_state
-
-    saved = load_train_state(run.train_state)
-    for name, module in state.trained_modules().items():
-        unwrap(module).load_state_dict(saved[name])
-    for name, optimizer in state.optimizers().items():
-        optimizer.load_state_dict(saved[name])
-    ctx = state.ctx
-    state.step, state.best_val = int(saved["step"]), float(saved["best_val"])
-    state.guard.total = int(saved.get("bad_steps_total", 0))
-    rngs = saved["rng"]
-    if len(rngs) == ctx.world_size:
-        set_rng_state(rngs[ctx.rank])
-    else:
-        logger.warning("resuming with %d processes instead of %d: the data order stays exact, the RNG "
-                       "state does not", ctx.world_size, len(rngs))
-        seed_everything(state.config.seed * 1000 + ctx.rank + state.step)
-    logger.info("resumed from %s at step %d", run.train_state, state.step)
-# ------------------------------------------------------------------------------------------- loop
-
-
 def experiment_config(name: str, module: str, model_config: type, train_config: type) -> type:
     """The dataclass ``name`` of a whole run: a ``model`` section (the model's constructor config) and
     a ``train`` section, as in the experiment YAML files."""
@@ -290,6 +164,133 @@ def write_run_config(run: RunDirectory, experiment) -> None:
 
     run.root.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run.config, yaml.safe_dump(to_dict(experiment), sort_keys=False))
+
+
+def bf16_autocast(enabled: bool, device: torch.device, cpu: bool = False):
+    """bf16 autocast on CUDA when ``enabled``, and on the CPU when ``cpu``; otherwise a no-op context.
+
+    On the CPU it pays only where the CPU has bf16 instructions (AVX-512 BF16, AMX): a VC training
+    step ran 1.9x faster there; elsewhere it can be slower, hence its own switch.
+    """
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    if cpu and device.type == "cpu":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def experiment_from_args(experiment_class, config_path: str | None, overrides: list[str], run_dir: str | Path,
+                         resume: bool, example_config: str):
+    """The CLI's config: ``--config`` plus overrides, or on ``--resume`` the run's own ``config.yaml``.
+
+    ``experiment_class`` is the dataclass with ``model`` and ``train`` sections; ``example_config``
+    names a packaged config for the error message.
+    """
+    import yaml
+
+    from voiceconv.config import apply_overrides, from_dict, load_yaml
+
+    run = RunDirectory(run_dir)
+    if config_path is None:
+        if not resume:
+            raise ConfigError(f"--config is required for a new run (e.g. --config {example_config})")
+        if not run.config.is_file():
+            raise TrainingError(f"{run.root}: no config.yaml to resume from; pass --config")
+        data = yaml.safe_load(run.config.read_text())
+    else:
+        data = load_yaml(config_path)
+    return from_dict(experiment_class, apply_overrides(data, overrides))
+
+
+def check_resume_config(run: RunDirectory, experiment) -> None:
+    """Refuse to resume with a different model section; log which train settings changed."""
+    import yaml
+
+    from voiceconv.config import from_dict, to_dict
+
+    saved = yaml.safe_load(run.config.read_text()) if run.config.is_file() else None
+    if saved is None:
+        return
+    # Normalised through the dataclass, so that a run saved before a model option existed (its
+    # default then fills in) still resumes.
+    try:
+        saved_model = to_dict(from_dict(type(experiment.model), saved.get("model") or {}))
+    except ConfigError:
+        saved_model = saved.get("model")
+    if saved_model != to_dict(experiment.model):
+        raise ConfigError(f"{run.config}: the model section differs from the run being resumed, so the saved "
+                          "weights do not fit; resume without --config (the run's own config.yaml is used) or "
+                          "start a new run with another --out")
+    changed = {k for k, v in to_dict(experiment.train).items() if saved.get("train", {}).get(k) != v}
+    if changed:
+        logger.info("resuming with changed train settings: %s", ", ".join(sorted(changed)))
+
+
+# ---------------------------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(state: TrainingState, run: RunDirectory, experiment, periodic: bool) -> None:
+    """``last/`` (and, when ``periodic``, ``checkpoints/step_X/``) plus ``train_state.pt``; collective:
+    every rank calls it.
+
+    The train state holds each of ``state.trained_modules()`` and ``state.optimizers()`` under its
+    name, the loop's progress (what :func:`restore` reads back), the experiment config and every
+    rank's RNG state.
+    """
+    from voiceconv.checkpoint import rng_state, save_train_state
+    from voiceconv.config import to_dict
+
+    ctx = state.ctx
+    rngs = gather_objects(rng_state(), ctx)
+    if ctx.is_main:
+        released = state.released()
+        released.save_pretrained(run.last)
+        if periodic:
+            released.save_pretrained(run.checkpoint(state.step))
+            run.prune(state.config.keep_checkpoints)
+        # The weights go into the train state too: one atomically written file is a consistent
+        # snapshot even when the process dies half-way through writing last/.
+        save_train_state(run.train_state, {
+            **{name: {k: v.detach().cpu() for k, v in unwrap(module).state_dict().items()}
+               for name, module in state.trained_modules().items()},
+            **{name: optimizer.state_dict() for name, optimizer in state.optimizers().items()},
+            "step": state.step,
+            "best_val": state.best_val,
+            "bad_steps_total": state.guard.total,
+            "config": to_dict(experiment),
+            "rng": rngs,
+            "world_size": ctx.world_size,
+        })
+    barrier(ctx)
+
+
+def restore(state: TrainingState, run: RunDirectory) -> None:
+    """Load ``run``'s train state into ``state``: weights, optimizers, step, best score and this rank's RNG.
+
+    With a different number of processes than the run saved, the data order (a function of the
+    step) stays exact but the RNG streams cannot, so they are reseeded from the step.
+    """
+    from voiceconv.checkpoint import load_train_state, set_rng_state
+
+    saved = load_train_state(run.train_state)
+    for name, module in state.trained_modules().items():
+        unwrap(module).load_state_dict(saved[name])
+    for name, optimizer in state.optimizers().items():
+        optimizer.load_state_dict(saved[name])
+    ctx = state.ctx
+    state.step, state.best_val = int(saved["step"]), float(saved["best_val"])
+    state.guard.total = int(saved.get("bad_steps_total", 0))
+    rngs = saved["rng"]
+    if len(rngs) == ctx.world_size:
+        set_rng_state(rngs[ctx.rank])
+    else:
+        logger.warning("resuming with %d processes instead of %d: the data order stays exact, the RNG "
+                       "state does not", ctx.world_size, len(rngs))
+        seed_everything(state.config.seed * 1000 + ctx.rank + state.step)
+    logger.info("resumed from %s at step %d", run.train_state, state.step)
+
+
+# ------------------------------------------------------------------------------------------- loop
 
 
 def run_loop(state: TrainingState, log: RunLogger, *, batch: Callable[[int], dict],

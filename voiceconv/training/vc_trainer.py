@@ -23,7 +23,7 @@ the loss is ``sum(lambdas[k] * ramp_k(step) * out[k])`` over every ``loss/*`` ke
 optional module, e.g. a quantizer, only adds keys and never needs a branch here). Every ``loss/*``
 and ``metric/*`` goes to TensorBoard and ``metrics.jsonl`` under its own name.
 
-Layout of the run directory (see :class:`voiceconv.training.loop.RunDirectory`): ``config.yaml``,
+Layout of the run directory (see :class:`voiceconv.training.run_directory.RunDirectory`): ``config.yaml``,
 ``train_state.pt`` (model, optimizer, step, RNG of every rank; read with ``weights_only=True``),
 ``last/`` and ``best/`` (lowest ``val/rec``) and ``checkpoints/step_XXXXXXX/`` (newest K), each a
 released-format model directory that ``VCModel.from_pretrained`` and ``voiceconv convert`` load.

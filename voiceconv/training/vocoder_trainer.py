@@ -8,6 +8,9 @@ Resume (the run's own ``config.yaml`` is read back; overrides still apply)::
 
     voiceconv train-vocoder --data prepared/ --out runs/vocoder --resume train.steps=400000
 
+Ctrl-C in a single process saves a resume point first (as the VC trainer does); a killed process
+resumes from the last checkpoint.
+
 Fine-tune on the mels a VC model reconstructs from real audio (fewer artifacts on converted speech),
 starting from an existing vocoder::
 
@@ -25,7 +28,7 @@ train it, which converges in few steps on a CPU; after that the discriminators (
 multi-resolution STFT) take a least-squares GAN step and the generator adds ``loss/fm`` and
 ``loss/adv``. The generator's loss is ``sum(lambdas[k] * out[k])`` over the ``loss/*`` keys present.
 
-Run directory (see :class:`voiceconv.training.loop.RunDirectory`): ``config.yaml``,
+Run directory (see :class:`voiceconv.training.run_directory.RunDirectory`): ``config.yaml``,
 ``train_state.pt`` (generator, discriminators, both optimizers, step, RNG of every rank),
 ``last/``, ``best/`` (lowest validation log-mel L1) and ``checkpoints/step_XXXXXXX/``, each a
 vocoder directory that :meth:`Vocoder.from_pretrained` loads; ``tb/`` and ``metrics.jsonl``.
