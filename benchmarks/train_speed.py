@@ -2,6 +2,7 @@
 
     python benchmarks/train_speed.py                               # default config, batch 32 x 128 frames
     python benchmarks/train_speed.py --config voiceconv/conf/adain_vc_vq_adv.yaml --device cpu --threads 2
+    python benchmarks/train_speed.py --config recipes/mini/conf/shipped_v2.yaml --threads 1 --compile   # what pays
 
 For each device (CPU, plus CUDA when available, unless ``--device`` picks one) it runs a few
 warm-up steps, then ``--repeats`` timed blocks of ``--steps`` steps, and prints the median steps/s
@@ -34,11 +35,14 @@ def _sync(device: torch.device) -> None:
 
 
 def benchmark(config: Path, device: torch.device, batch_size: int, segment: int, steps: int, repeats: int,
-              warmup: int, n_speakers: int = 100) -> dict:
-    experiment = load_experiment(config, [f"train.batch_size={batch_size}", f"train.segment_frames={segment}"])
+              warmup: int, n_speakers: int = 100, overrides: list[str] | None = None, compile: bool = False) -> dict:
+    experiment = load_experiment(config, [f"train.batch_size={batch_size}", f"train.segment_frames={segment}",
+                                          *(overrides or [])])
     torch.manual_seed(0)
     model = VCModel(experiment.model, n_speakers=n_speakers).to(device)
-    state = State(model, _optimizer(model, experiment.train), experiment.train, Distributed(device=device),
+    # torch.compile wraps the module; attribute access (mel_config, ...) passes through to the model.
+    trained = torch.compile(model) if compile else model
+    state = State(trained, _optimizer(model, experiment.train), experiment.train, Distributed(device=device),
                   NanGuard(experiment.train.max_bad_steps))
     generator = torch.Generator().manual_seed(0)
     n_mels = experiment.model.mel.n_mels
@@ -65,7 +69,8 @@ def benchmark(config: Path, device: torch.device, batch_size: int, segment: int,
         peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
     return {"device": str(device), "parameters": model.n_parameters(), "steps_per_s": statistics.median(rates),
             "min": min(rates), "max": max(rates), "peak_mib": peak_mib,
-            "bf16": experiment.train.bf16 and device.type == "cuda"}
+            "bf16": (experiment.train.bf16 and device.type == "cuda") or
+                    (experiment.train.cpu_bf16 and device.type == "cpu")}
 
 
 def main() -> None:
@@ -78,17 +83,22 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed blocks; the median is reported")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model (compilation is untimed: "
+                        "it happens in the warm-up steps)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="config overrides, e.g. train.cpu_bf16=true model.decoder.channels=96")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     devices = [args.device] if args.device else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    print(f"config {args.config.name}, batch {args.batch_size} x {args.segment} frames, {args.repeats} x "
+    extra = " ".join(args.overrides) + (" (torch.compile)" if args.compile else "")
+    print(f"config {args.config.name} {extra}, batch {args.batch_size} x {args.segment} frames, {args.repeats} x "
           f"{args.steps} steps after {args.warmup} warm-up, torch {torch.__version__}, "
           f"{torch.get_num_threads()} CPU threads")
     for name in devices:
         device = torch.device(name)
         result = benchmark(args.config, device, args.batch_size, args.segment, args.steps, args.repeats,
-                           args.warmup)
+                           args.warmup, overrides=args.overrides, compile=args.compile)
         label = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
         print(f"{label}: {result['parameters'] / 1e6:.2f} M params, {result['steps_per_s']:.3f} steps/s "
               f"(min {result['min']:.3f}, max {result['max']:.3f}), "
