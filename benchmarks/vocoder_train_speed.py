@@ -50,13 +50,12 @@ VARIANTS = {
 
 def experiment_for(vocoder_dir: Path, overrides: list[str]):
     from voiceconv.checkpoint import read_config
-    from voiceconv.config import apply_overrides, from_dict, load_yaml, to_dict
+    from voiceconv.config import apply_overrides, from_dict, load_yaml
     from voiceconv.training.vocoder_trainer import VocoderExperiment
 
     data = load_yaml(RECIPE_CONFIG)
     data["model"] = read_config(vocoder_dir, "vocoder")["config"]
-    experiment = from_dict(VocoderExperiment, apply_overrides(data, overrides))
-    return experiment, to_dict(experiment)
+    return from_dict(VocoderExperiment, apply_overrides(data, overrides))
 
 
 def random_batch(experiment, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -107,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'variant':28s} {'s/step':>8s} {'range':>15s} {'G params':>9s} {'D params':>9s} {'peak RSS':>9s}")
     base = None
     for name in args.variants:
-        experiment, _ = experiment_for(args.vocoder, VARIANTS[name])
+        experiment = experiment_for(args.vocoder, VARIANTS[name])
         result = benchmark(experiment, args.steps, args.repeats, args.warmup)
         base = base or result["seconds"]
         print(f"{name:28s} {result['seconds']:8.2f} {result['min']:6.2f}-{result['max']:<6.2f}  "

@@ -293,16 +293,16 @@ def restore(state: TrainingState, run: RunDirectory) -> None:
 # ------------------------------------------------------------------------------------------- loop
 
 
-def run_loop(state: TrainingState, log: RunLogger, *, batch: Callable[[int], dict],
+def run_loop(state: TrainingState, log: RunLogger, experiment, *, batch: Callable[[int], dict],
              train_step: Callable[[TrainingState, dict], dict[str, float]],
-             validate: Callable[[], dict[str, float]] | None, best_key: str, save_best: Callable[[], None],
-             save_checkpoint: Callable[[bool], None], desc: str, progress: bool) -> dict[str, float]:
+             validate: Callable[[], dict[str, float]] | None, best_key: str, desc: str,
+             progress: bool) -> dict[str, float]:
     """Step until ``state.config.steps``; returns the last logged scalars (and validation scores).
 
     Every ``log_every`` steps the step values averaged over the interval go to ``log`` (with
     ``steps_per_second``); every ``val_every`` steps ``validate()`` runs (main rank only; pass None
-    elsewhere) and a lower ``best_key`` calls ``save_best()``; every ``checkpoint_every`` steps and at
-    the end ``save_checkpoint(periodic)`` runs on every rank. Ctrl-C in a single process saves a
+    elsewhere) and a lower ``best_key`` saves ``state.released()`` to ``best/``; every ``checkpoint_every`` steps and at
+    the end :func:`save_checkpoint` runs on every rank. Ctrl-C in a single process saves a
     resume point first.
     """
     from tqdm import tqdm
@@ -337,9 +337,9 @@ def run_loop(state: TrainingState, log: RunLogger, *, batch: Callable[[int], dic
                 last.update(scores)
                 if scores[best_key] < state.best_val:
                     state.best_val = scores[best_key]
-                    save_best()
+                    state.released().save_pretrained(log.run.best)
             if state.step % config.checkpoint_every == 0 or finished:
-                save_checkpoint(state.step % config.checkpoint_every == 0)
+                save_checkpoint(state, log.run, experiment, periodic=state.step % config.checkpoint_every == 0)
                 log.flush()
     except KeyboardInterrupt:
         # Ctrl-C in a single process leaves a resume point; under torchrun the other ranks may be
@@ -347,7 +347,7 @@ def run_loop(state: TrainingState, log: RunLogger, *, batch: Callable[[int], dic
         if not ctx.enabled:
             logger.warning("interrupted at step %d; saving %s and %s (continue with --resume)", state.step,
                            log.run.last, log.run.train_state)
-            save_checkpoint(False)
+            save_checkpoint(state, log.run, experiment, periodic=False)
         raise
     finally:
         bar.close()

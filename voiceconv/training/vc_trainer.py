@@ -396,12 +396,10 @@ def _train(experiment: ExperimentConfig, data_dir, run: RunDirectory, resume: bo
         if ctx.is_main and val_speakers else None
     vocoder = _load_vocoder(vocoder_dir, corpus.mel_config) if ctx.is_main and log.writer is not None else None
     last = loop.run_loop(
-        state, log, batch=batcher.batch, train_step=train_step,
+        state, log, experiment, batch=batcher.batch, train_step=train_step,
         validate=(lambda: _validate_and_log(model, val, state, log, vocoder, corpus.mel_config))
         if val is not None else None,
-        best_key="val/rec", save_best=lambda: model.save_pretrained(run.best),
-        save_checkpoint=lambda periodic: loop.save_checkpoint(state, run, experiment, periodic),
-        desc="train", progress=progress)
+        best_key="val/rec", desc="train", progress=progress)
     if ctx.is_main and val is None:
         logger.warning("no held-out speakers (train.n_val_speakers=0): best/ is not written, use last/")
     return last

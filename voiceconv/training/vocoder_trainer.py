@@ -433,10 +433,9 @@ def _train(experiment: VocoderExperiment, data_dir, run: RunDirectory, resume: b
         return scores
 
     return run_loop(
-        state, log, batch=batcher.batch, train_step=train_step, validate=validate_once if val is not None else None,
-        best_key="val/mel_l1", save_best=lambda: vocoder.save_pretrained(run.best),
-        save_checkpoint=lambda periodic: loop.save_checkpoint(state, run, experiment, periodic),
-        desc="train-vocoder", progress=progress)
+        state, log, experiment, batch=batcher.batch, train_step=train_step,
+        validate=validate_once if val is not None else None, best_key="val/mel_l1", desc="train-vocoder",
+        progress=progress)
 
 
 def _validate_and_log(vocoder: Vocoder, val: ValidationSet, state: State, log: RunLogger,
