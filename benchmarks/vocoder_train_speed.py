@@ -11,6 +11,7 @@ frames). Each variant changes one thing, so the table says what pays on a CPU:
 - ``gan_full``: with HiFi-GAN's multi-period and UnivNet's multi-resolution discriminators at full width;
 - ``gan_half_mpd``: the mini recipe's MPD at half width, plus the MRD;
 - ``gan_light_mrd``: the MRD alone (Vocos-style), no MPD;
+- ``gan_quarter_mpd``: the MPD at a quarter of HiFi-GAN's width, plus the MRD;
 - ``..._bf16``: the same with bf16 autocast on the CPU (``train.cpu_bf16``);
 - ``..._iters0``: the generator without its Griffin-Lim phase-refinement iterations (``consistency_iters 0``).
 
@@ -33,6 +34,7 @@ RECIPE_CONFIG = REPO / "recipes" / "mini" / "conf" / "vocoder_shipped.yaml"
 ADVERSARIAL = ["train.adversarial_start_step=0"]
 HALF_MPD = ADVERSARIAL + ["train.discriminator.period_channels=[16,64,256,512,512]"]
 MRD_ONLY = ADVERSARIAL + ["train.discriminator.periods=[]"]
+QUARTER_MPD = ADVERSARIAL + ["train.discriminator.period_channels=[8,32,128,256,256]"]
 BF16 = ["train.cpu_bf16=true"]
 NO_ITERS = ["model.istft.consistency_iters=0"]
 VARIANTS = {
@@ -45,6 +47,7 @@ VARIANTS = {
     "gan_light_mrd": MRD_ONLY,
     "gan_light_mrd_bf16": MRD_ONLY + BF16,
     "gan_light_mrd_bf16_iters0": MRD_ONLY + BF16 + NO_ITERS,
+    "gan_quarter_mpd_bf16_iters0": QUARTER_MPD + BF16 + NO_ITERS,
 }
 
 

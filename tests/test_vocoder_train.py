@@ -205,6 +205,18 @@ def test_init_from_starts_at_the_given_weights(prepared, tmp_path):
                     Distributed())
 
 
+def test_init_from_may_change_the_refinement_iterations_which_have_no_weights(prepared, tmp_path):
+    """A generator trained through Griffin-Lim iterations can be fine-tuned without them (issue 13)."""
+    train(experiment("train.steps=1", "model.istft.consistency_iters=2"), prepared, tmp_path / "first",
+          progress=False)
+    start = Vocoder.from_pretrained(tmp_path / "first" / "last", device="cpu")
+    state = build_state(experiment(f"train.init_from={tmp_path / 'first' / 'last'}",
+                                   "model.istft.consistency_iters=0"), Distributed())
+    assert state.generator.generator.config.consistency_iters == 0
+    for name, tensor in start.generator.state_dict().items():
+        assert torch.equal(state.generator.generator.state_dict()[name], tensor)
+
+
 def test_finetuning_feeds_the_vc_reconstruction_as_input(prepared, tmp_path):
     """The mel transform (a VC model's convert(mel, embed(mel)) in real use) replaces every input mel."""
     seen = []

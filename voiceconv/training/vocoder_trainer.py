@@ -291,11 +291,21 @@ def vc_mel_transform(path: str | Path, mel_config, device: torch.device) -> MelT
     return transform
 
 
+def _weight_shaping(config: dict) -> dict:
+    """A vocoder config without ``istft.consistency_iters``: the phase-refinement iterations have no weights,
+    so a generator trained through 16 of them may be fine-tuned with fewer (issue 13: a GAN phase that
+    learns the phase itself, so that decoding needs none)."""
+    config = {key: dict(value) if isinstance(value, dict) else value for key, value in config.items()}
+    if isinstance(config.get("istft"), dict):
+        config["istft"].pop("consistency_iters", None)
+    return config
+
+
 def load_generator_weights(vocoder: Vocoder, directory: str | Path) -> None:
     """Start from another vocoder's generator weights (same generator config), keeping weight norm trainable."""
     meta, state_dict = load_pretrained(directory, kind=KIND)
-    saved = VocoderConfig.from_dict(meta["config"]).to_dict()
-    ours = vocoder.config.to_dict()
+    saved = _weight_shaping(VocoderConfig.from_dict(meta["config"]).to_dict())
+    ours = _weight_shaping(vocoder.config.to_dict())
     if saved != ours:
         raise ConfigError(f"{directory}: its vocoder config differs from this run's model section "
                           f"(saved {saved} vs run {ours}); use the same model config to fine-tune it")
