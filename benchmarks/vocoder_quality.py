@@ -1,6 +1,8 @@
-"""Resynthesis quality of a neural vocoder versus 32-iteration Griffin-Lim on held-out utterances.
+"""Resynthesis quality of a neural vocoder versus 32-iteration Griffin-Lim (or another vocoder) on held-out utterances.
 
     python benchmarks/vocoder_quality.py --data prepared/ --vocoder runs/vocoder/best
+    python benchmarks/vocoder_quality.py --data data/mini/prepared_unseen --every-utterance \
+        --vocoder exp/mini/vocoder_gan/best --consistency-iters 0 --baseline voiceconv/pretrained/vocoder
 
 Each held-out utterance's log-mel (from the prepared cache) is decoded by both vocoders and
 compared with the recording with :func:`voiceconv.vocoder.quality.log_mel_l1` and
@@ -9,7 +11,11 @@ compared with the recording with :func:`voiceconv.vocoder.quality.log_mel_l1` an
 higher is better). It also prints the frame-rate "buzz" of each output and of the recording
 (:func:`~voiceconv.vocoder.quality.frame_rate_modulation_db`, dB; the recording's level is normal). The held-out
 utterances are the ones ``voiceconv train-vocoder`` validates on when ``--n-utterances`` and
-``--seed`` equal the run's ``train.n_val_utterances`` and ``train.seed`` (defaults: 8 and 0).
+``--seed`` equal the run's ``train.n_val_utterances`` and ``train.seed`` (defaults: 8 and 0);
+``--every-utterance`` takes all of them instead (for a folder of unseen speakers, where nothing was trained).
+``--baseline DIR`` compares against another trained vocoder (a candidate against the shipped one) instead of
+Griffin-Lim, ``--consistency-iters N`` decodes the candidate with N phase-refinement iterations and
+``--dtype`` in the given precision.
 """
 
 from __future__ import annotations
@@ -40,6 +46,20 @@ def pesq_available() -> bool:
     return True
 
 
+def set_consistency_iters(vocoder: Vocoder, n_iter: int) -> None:
+    """Decode an iSTFT vocoder with ``n_iter`` phase-refinement iterations (they have no weights)."""
+    config = getattr(vocoder.generator, "config", None)
+    if not hasattr(config, "consistency_iters"):
+        raise SystemExit("--consistency-iters applies to an iSTFT vocoder only")
+    config.consistency_iters = n_iter
+
+
+def describe(vocoder: Vocoder) -> str:
+    """``istft, 24 refinement iterations`` or the generator's name."""
+    iters = getattr(getattr(vocoder.generator, "config", None), "consistency_iters", None)
+    return vocoder.config.generator + (f", {iters} refinement iterations" if iters is not None else "")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", required=True, help="prepared directory (voiceconv prepare)")
@@ -48,6 +68,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="split seed (train.seed)")
     parser.add_argument("--max-frames", type=int, default=1024, help="cut each utterance to this many frames")
     parser.add_argument("--griffin-lim-iters", type=int, default=32, help="Griffin-Lim iterations of the baseline")
+    parser.add_argument("--baseline", default="griffin-lim",
+                        help="griffin-lim, or a trained vocoder directory to compare against (default: griffin-lim)")
+    parser.add_argument("--consistency-iters", type=int, default=None, metavar="N",
+                        help="decode the (iSTFT) candidate with N phase-refinement iterations (default: its own)")
+    parser.add_argument("--dtype", choices=["default", "float32", "bfloat16"], default="default",
+                        help="the candidate's decoding dtype (default: its config's inference_dtype where native)")
+    parser.add_argument("--every-utterance", action="store_true",
+                        help="every utterance of --data, not a held-out split (a folder of unseen speakers)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = parser.parse_args()
     logging.getLogger("voiceconv").setLevel(logging.ERROR)  # the Griffin-Lim warning is expected here
@@ -57,30 +85,42 @@ def main() -> None:
     corpus = PreparedCorpus(args.data)
     neural = Vocoder.from_pretrained(args.vocoder, device="cpu")
     corpus.mel_config.check_compatible(neural.mel_config, "prepared data", "vocoder")
-    baseline = Vocoder.griffin_lim(corpus.mel_config, n_iter=args.griffin_lim_iters, device="cpu")
-    _, held_out = split_validation(corpus, args.n_utterances, args.seed)
+    if args.consistency_iters is not None:
+        set_consistency_iters(neural, args.consistency_iters)
+    dtype = {"default": None, "float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
+    if args.baseline == "griffin-lim":
+        baseline = Vocoder.griffin_lim(corpus.mel_config, n_iter=args.griffin_lim_iters, device="cpu")
+        baseline_name = f"Griffin-Lim, {args.griffin_lim_iters} iterations"
+    else:
+        baseline = Vocoder.from_pretrained(args.baseline, device="cpu")
+        corpus.mel_config.check_compatible(baseline.mel_config, "prepared data", "baseline vocoder")
+        baseline_name = f"{args.baseline} ({describe(baseline)})"
+    if args.every_utterance:
+        held_out = list(range(len(corpus)))
+    else:
+        _, held_out = split_validation(corpus, args.n_utterances, args.seed)
     print(f"{len(held_out)} held-out utterances from {args.data}; neural: {args.vocoder} "
-          f"({neural.config.generator}, {neural.n_parameters() / 1e6:.2f} M parameters); "
-          f"baseline: Griffin-Lim, {args.griffin_lim_iters} iterations")
+          f"({describe(neural)}, {neural.n_parameters() / 1e6:.2f} M parameters); "
+          f"baseline: {baseline_name}")
     with_pesq = pesq_available()
     if not with_pesq:
         print("pesq is not installed (pip install -e '.[eval]'): PESQ columns left out")
-    rows = {"neural": [], "griffin_lim": []}
-    seconds = {"neural": 0.0, "griffin_lim": 0.0}
-    buzz = {"recording": [], "neural": [], "griffin_lim": []}
+    rows = {"neural": [], "baseline": []}
+    seconds = {"neural": 0.0, "baseline": 0.0}
+    buzz = {"recording": [], "neural": [], "baseline": []}
     sample_rate, hop_length = corpus.mel_config.sample_rate, corpus.mel_config.hop_length
     audio_seconds = 0.0
-    print(f"{'utterance':<40}{'mel L1 neural':>15}{'mel L1 G-L':>12}{'MR-STFT neural':>16}{'MR-STFT G-L':>13}"
-          + (f"{'PESQ neural':>13}{'PESQ G-L':>10}" if with_pesq else ""))
+    print(f"{'utterance':<40}{'mel L1 neural':>15}{'mel L1 base':>12}{'MR-STFT neural':>16}{'MR-STFT base':>13}"
+          + (f"{'PESQ neural':>13}{'PESQ base':>10}" if with_pesq else ""))
     for index in held_out:
         n_frames = min(corpus.utterances[index].n_frames, args.max_frames)
         mel = torch.from_numpy(corpus.mel(index, 0, n_frames))  # (n_mels, T)
         reference = corpus.audio(index, 0, n_frames)  # (T * hop,)
         audio_seconds += len(reference) / corpus.mel_config.sample_rate
         scores = {}
-        for name, vocoder in (("neural", neural), ("griffin_lim", baseline)):
+        for name, vocoder in (("neural", neural), ("baseline", baseline)):
             start = time.perf_counter()
-            output = vocoder.decode(mel)
+            output = vocoder.decode(mel, dtype=dtype if name == "neural" else None)
             seconds[name] += time.perf_counter() - start
             scores[name] = (log_mel_l1(reference, output, corpus.mel_config),
                             multi_resolution_stft_distance(reference, output))
@@ -90,20 +130,25 @@ def main() -> None:
             buzz[name].append(frame_rate_modulation_db(output, sample_rate, hop_length))
         buzz["recording"].append(frame_rate_modulation_db(reference, sample_rate, hop_length))
         print(f"{corpus.utterances[index].utterance_id[:39]:<40}{scores['neural'][0]:>15.4f}"
-              f"{scores['griffin_lim'][0]:>12.4f}{scores['neural'][1]:>16.4f}{scores['griffin_lim'][1]:>13.4f}"
-              + (f"{scores['neural'][2]:>13.3f}{scores['griffin_lim'][2]:>10.3f}" if with_pesq else ""))
+              f"{scores['baseline'][0]:>12.4f}{scores['neural'][1]:>16.4f}{scores['baseline'][1]:>13.4f}"
+              + (f"{scores['neural'][2]:>13.3f}{scores['baseline'][2]:>10.3f}" if with_pesq else ""))
     means = {name: np.mean(values, axis=0) for name, values in rows.items()}
-    print(f"{'mean':<40}{means['neural'][0]:>15.4f}{means['griffin_lim'][0]:>12.4f}"
-          f"{means['neural'][1]:>16.4f}{means['griffin_lim'][1]:>13.4f}"
-          + (f"{means['neural'][2]:>13.3f}{means['griffin_lim'][2]:>10.3f}" if with_pesq else ""))
+    print(f"{'mean':<40}{means['neural'][0]:>15.4f}{means['baseline'][0]:>12.4f}"
+          f"{means['neural'][1]:>16.4f}{means['baseline'][1]:>13.4f}"
+          + (f"{means['neural'][2]:>13.3f}{means['baseline'][2]:>10.3f}" if with_pesq else ""))
     print("frame-rate buzz (dB over 50-130 Hz, mean): " + ", ".join(
         f"{name} {np.mean(values):.1f}" for name, values in buzz.items()))
     print(f"RTF: neural {seconds['neural'] / audio_seconds:.4f}, "
-          f"Griffin-Lim {seconds['griffin_lim'] / audio_seconds:.4f}")
-    better = means["neural"] < means["griffin_lim"]
-    print(f"neural vocoder beats Griffin-Lim on log-mel L1: {'yes' if better[0] else 'NO'}, "
+          f"baseline {seconds['baseline'] / audio_seconds:.4f}")
+    better = means["neural"] < means["baseline"]
+    neural_rows, baseline_rows = np.array(rows["neural"]), np.array(rows["baseline"])  # (utterances, measures)
+    wins = (neural_rows < baseline_rows).sum(axis=0)  # log-mel L1 and MR-STFT: lower is better
+    pesq_wins = f", PESQ {(neural_rows[:, 2] > baseline_rows[:, 2]).sum()}" if with_pesq else ""
+    print(f"utterances where the neural vocoder is better: log-mel L1 {wins[0]}, MR-STFT {wins[1]}{pesq_wins} "
+          f"of {len(held_out)}")
+    print(f"neural vocoder beats the baseline on log-mel L1: {'yes' if better[0] else 'NO'}, "
           f"on multi-resolution STFT distance: {'yes' if better[1] else 'NO'}"
-          + (f", on PESQ: {'yes' if means['neural'][2] > means['griffin_lim'][2] else 'NO'}" if with_pesq else ""))
+          + (f", on PESQ: {'yes' if means['neural'][2] > means['baseline'][2] else 'NO'}" if with_pesq else ""))
 
 
 if __name__ == "__main__":

@@ -266,6 +266,29 @@ def test_bf16_decoding_is_close_to_float32():
     assert (half - full).norm() / full.norm() < 0.1
 
 
+def test_inference_dtype_is_used_only_where_bf16_is_native(monkeypatch):
+    """A vocoder configured for bf16 decodes under bf16 autocast on native hardware, else in float32."""
+    import dataclasses
+
+    from voiceconv.vocoder import model as vocoder_model
+
+    config = dataclasses.replace(TINY["istft"], inference_dtype="bfloat16")
+    torch.manual_seed(0)
+    vocoder = Vocoder(config).eval()
+    mel = torch.randn(1, MEL.n_mels, 50) - 5.0
+    full = vocoder.decode(mel, dtype=torch.float32)
+    half = vocoder.decode(mel, dtype=torch.bfloat16)
+    assert not torch.equal(full, half)
+    monkeypatch.setattr(vocoder_model, "native_bf16", lambda device: True)
+    assert vocoder.inference_dtype == torch.bfloat16
+    assert torch.equal(vocoder.decode(mel), half)
+    monkeypatch.setattr(vocoder_model, "native_bf16", lambda device: False)
+    assert vocoder.inference_dtype is None
+    assert torch.equal(vocoder.decode(mel), full)
+    with pytest.raises(ValueError, match="inference_dtype"):
+        dataclasses.replace(TINY["istft"], inference_dtype="float16")
+
+
 def test_decode_rejects_wrong_shapes_and_non_finite_input():
     vocoder = Vocoder(TINY["istft"]).eval()
     with pytest.raises(VoiceconvError, match="n_mels=80"):

@@ -292,10 +292,10 @@ def vc_mel_transform(path: str | Path, mel_config, device: torch.device) -> MelT
 
 
 def _weight_shaping(config: dict) -> dict:
-    """A vocoder config without ``istft.consistency_iters``: the phase-refinement iterations have no weights,
-    so a generator trained through 16 of them may be fine-tuned with fewer (issue 13: a GAN phase that
-    learns the phase itself, so that decoding needs none)."""
+    """A vocoder config without what has no weights: ``istft.consistency_iters`` (a generator trained
+    through 16 phase-refinement iterations may be fine-tuned with fewer; issue 13) and ``inference_dtype``."""
     config = {key: dict(value) if isinstance(value, dict) else value for key, value in config.items()}
+    config.pop("inference_dtype", None)
     if isinstance(config.get("istft"), dict):
         config["istft"].pop("consistency_iters", None)
     return config

@@ -11,6 +11,8 @@ model's float32 parameters, so inference code is unchanged; the rounding changes
 ``--consistency-iters N`` sets how many Griffin-Lim phase-refinement iterations the released iSTFT
 vocoder runs (``istft.consistency_iters``). The iterations have no weights, so a vocoder trained
 through 16 can decode with more: each one makes the spectrum more consistent at about 0.0006 RTF.
+``--inference-dtype bfloat16`` makes the released vocoder decode under bf16 autocast where the hardware
+computes bf16 natively (``VocoderConfig.inference_dtype``; float32 elsewhere).
 The written ``config.json`` gets a fresh sha256 and ``"released_from"`` naming the source directory.
 """
 
@@ -36,6 +38,8 @@ def main() -> None:
     parser.add_argument("--consistency-iters", type=int, default=None, metavar="N",
                         help="Griffin-Lim phase-refinement iterations of the released iSTFT vocoder "
                         "(default: as trained)")
+    parser.add_argument("--inference-dtype", choices=["float32", "bfloat16"], default=None,
+                        help="the released vocoder's default decoding dtype (default: as trained)")
     args = parser.parse_args()
 
     meta, state_dict = load_pretrained(args.source)
@@ -55,6 +59,10 @@ def main() -> None:
             raise SystemExit("--consistency-iters may only add iterations to what the vocoder was trained with")
         meta["trained_consistency_iters"] = istft.get("consistency_iters", 0)
         istft["consistency_iters"] = args.consistency_iters
+    if args.inference_dtype is not None:
+        if meta["kind"] != "vocoder":
+            raise SystemExit("--inference-dtype applies to a vocoder only")
+        meta["config"]["inference_dtype"] = args.inference_dtype
     released = {}
     for name, tensor in state_dict.items():
         if args.half and tensor.is_floating_point() and tensor.dim() >= 2:
