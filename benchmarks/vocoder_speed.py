@@ -4,8 +4,8 @@
     python benchmarks/vocoder_speed.py --quick            # 10 s only, 1 repeat, no memory children
 
 Prints, for the iSTFT generator (``istft``: the packaged config, plain Vocos head; ``istft_shipped``:
-the configuration of the shipped default vocoder, whose generator adds 16 Griffin-Lim phase-refinement
-iterations), HiFi-GAN V1/V2/V3 (random weights: speed does not depend
+the configuration of the shipped default vocoder, whose generator adds Griffin-Lim phase-refinement
+iterations and decodes in bf16 where the CPU has native bf16), HiFi-GAN V1/V2/V3 (random weights: speed does not depend
 on them) and 32-iteration Griffin-Lim, on 10 s and 60 s of audio with 1 and 2 threads:
 
 - RTF = compute seconds / audio seconds (median over repeats; lower is faster);
