@@ -90,6 +90,8 @@ def griffin_lim_phase(magnitude: torch.Tensor, angles: torch.Tensor, n_iter: int
     ``1 / |z|``, so a generator trained through the iterations uses a floor at the level of silence
     (bins below it keep a modulus under 1, which only matters where the spectrum is silent anyway).
     """
+    if not torch.is_grad_enabled() or not (magnitude.requires_grad or angles.requires_grad):
+        return _griffin_lim_phase(magnitude, angles, n_iter, momentum, n_fft, hop_length, window, floor)
     angles = angles / angles.abs().clamp(min=floor)
     previous = torch.zeros_like(angles)
     for _ in range(n_iter):
@@ -97,5 +99,33 @@ def griffin_lim_phase(magnitude: torch.Tensor, angles: torch.Tensor, n_iter: int
         # Momentum extrapolates along the last update: angles = rebuilt - a/(1+a) * previous.
         angles = rebuilt - previous * (momentum / (1 + momentum))
         angles = angles / angles.abs().clamp(min=floor)
+        previous = rebuilt
+    return angles
+
+
+def _unit_modulus(z: torch.Tensor, floor: float) -> torch.Tensor:
+    """``z / max(|z|, floor)`` through the squared modulus: 3x faster on the CPU than complex ``abs``."""
+    return z * torch.rsqrt((z.real.square() + z.imag.square()).clamp_(min=floor * floor))
+
+
+def _griffin_lim_phase(magnitude, angles, n_iter, momentum, n_fft, hop_length, window, floor):
+    """The same iterations as :func:`griffin_lim_phase` without autograd (decoding): the overlap-add
+    envelope is computed once, and each modulus comes from :func:`_unit_modulus`. About a quarter
+    faster; the result differs from the autograd path only by float rounding (tested)."""
+    n_frames = magnitude.shape[-1]
+    pad = (n_fft - hop_length) // 2
+    full_window = padded_window(window, n_fft).to(magnitude.dtype)
+    squared = full_window.square()[None, :, None].expand(1, n_fft, n_frames)  # a view, no copies
+    envelope = overlap_add(squared, hop_length)[0, pad : pad + n_frames * hop_length]  # (T * hop,)
+    inverse_envelope = 1.0 / envelope.clamp(min=1e-11)
+    shrink = momentum / (1 + momentum)
+    angles = _unit_modulus(angles, floor)
+    previous = None
+    for _ in range(n_iter):
+        frames = torch.fft.irfft(magnitude * angles, n=n_fft, dim=1) * full_window[None, :, None]  # (B, n_fft, T)
+        signal = overlap_add(frames, hop_length)[:, pad : pad + n_frames * hop_length] * inverse_envelope
+        rebuilt = stft(signal, n_fft, hop_length, window)
+        angles = rebuilt if previous is None else rebuilt - previous * shrink
+        angles = _unit_modulus(angles, floor)
         previous = rebuilt
     return angles
