@@ -80,6 +80,8 @@ BENCHMARKS = [
               notes="pitch option vs similarity and F0 gap"),
     Benchmark("vocoder_quality.py", [], [], budget_s=300, needs=("data", "vocoder"),
               notes="neural vocoder vs Griffin-Lim resynthesis distance"),
+    Benchmark("vocoder_phase_init.py", [], ["--every", "10", "--iterations", "0", "8"], budget_s=300,
+              needs=("data", "vocoder"), notes="phase start (network, integrated, zero) vs refinement iterations"),
 ]
 SKIP = {"run_all.py"}
 
