@@ -103,29 +103,52 @@ def griffin_lim_phase(magnitude: torch.Tensor, angles: torch.Tensor, n_iter: int
     return angles
 
 
-def _unit_modulus(z: torch.Tensor, floor: float) -> torch.Tensor:
-    """``z / max(|z|, floor)`` through the squared modulus: 3x faster on the CPU than complex ``abs``."""
-    return z * torch.rsqrt((z.real.square() + z.imag.square()).clamp_(min=floor * floor))
+def _unit_modulus_(z: torch.Tensor, floor: float) -> torch.Tensor:
+    """``z / max(|z|, floor)`` in place, through the squared modulus (3x faster on the CPU than complex ``abs``)."""
+    scale = z.real.square().addcmul_(z.imag, z.imag).clamp_(min=floor * floor).rsqrt_()
+    return z.mul_(scale)
 
 
 def _griffin_lim_phase(magnitude, angles, n_iter, momentum, n_fft, hop_length, window, floor):
-    """The same iterations as :func:`griffin_lim_phase` without autograd (decoding): the overlap-add
-    envelope is computed once, and each modulus comes from :func:`_unit_modulus`. About a quarter
-    faster; the result differs from the autograd path only by float rounding (tested)."""
-    n_frames = magnitude.shape[-1]
+    """The same iterations as :func:`griffin_lim_phase` without autograd (decoding), about 40 % faster.
+
+    The spectra are kept as ``(B, T, n_bins)`` so that every FFT runs over contiguous memory, the frames
+    are cut with ``unfold`` and transformed with one ``rfft`` (what ``torch.stft`` does, without its
+    transposes), the overlap-add envelope is computed once, and the elementwise steps run in place. The
+    waveform differs from the autograd path's only by float rounding (tested).
+    """
+    batch, _, n_frames = magnitude.shape
     pad = (n_fft - hop_length) // 2
+    length = n_frames * hop_length
     full_window = padded_window(window, n_fft).to(magnitude.dtype)
     squared = full_window.square()[None, :, None].expand(1, n_fft, n_frames)  # a view, no copies
-    envelope = overlap_add(squared, hop_length)[0, pad : pad + n_frames * hop_length]  # (T * hop,)
-    inverse_envelope = 1.0 / envelope.clamp(min=1e-11)
+    inverse_envelope = 1.0 / overlap_add(squared, hop_length)[0, pad : pad + length].clamp(min=1e-11)  # (T * hop,)
     shrink = momentum / (1 + momentum)
-    angles = _unit_modulus(angles, floor)
+    mode = "reflect" if length > pad else "constant"  # as stft(): a one- or two-frame signal is zero-padded
+    magnitude_t = magnitude.transpose(1, 2).contiguous()  # (B, T, n_bins)
+    angles_t = _unit_modulus_(angles.transpose(1, 2).contiguous(), floor)  # (B, T, n_bins), a copy
     previous = None
     for _ in range(n_iter):
-        frames = torch.fft.irfft(magnitude * angles, n=n_fft, dim=1) * full_window[None, :, None]  # (B, n_fft, T)
-        signal = overlap_add(frames, hop_length)[:, pad : pad + n_frames * hop_length] * inverse_envelope
-        rebuilt = stft(signal, n_fft, hop_length, window)
-        angles = rebuilt if previous is None else rebuilt - previous * shrink
-        angles = _unit_modulus(angles, floor)
+        frames = torch.fft.irfft(angles_t.mul_(magnitude_t), n=n_fft, dim=-1).mul_(full_window)  # (B, T, n_fft)
+        signal = _overlap_add_rows(frames, hop_length)[:, pad : pad + length].mul_(inverse_envelope)  # (B, T * hop)
+        padded = F.pad(signal.unsqueeze(1), (pad, pad), mode=mode).squeeze(1)  # as stft() pads
+        # (B, T * hop + 2 * pad) -> (B, T, n_fft): frame t starts at t * hop, as in stft()
+        rebuilt = torch.fft.rfft(padded.unfold(-1, n_fft, hop_length) * full_window, dim=-1)  # (B, T, n_bins)
+        # Momentum extrapolates along the last update: angles = rebuilt - a/(1+a) * previous.
+        angles_t = rebuilt.clone() if previous is None else torch.sub(rebuilt, previous, alpha=shrink)
+        angles_t = _unit_modulus_(angles_t, floor)
         previous = rebuilt
-    return angles
+    return angles_t.transpose(1, 2)
+
+
+def _overlap_add_rows(frames: torch.Tensor, hop_length: int) -> torch.Tensor:
+    """:func:`overlap_add` for frames as rows: ``(B, T, n_fft)`` -> ``(B, (T - 1) * hop + n_fft)``."""
+    batch, n_frames, n_fft = frames.shape
+    if n_fft % hop_length:
+        return overlap_add(frames.transpose(1, 2), hop_length)
+    pieces = n_fft // hop_length
+    runs = frames.view(batch, n_frames, pieces, hop_length)  # piece k of frame t: samples (t + k) * hop onwards
+    signal = frames.new_zeros(batch, (n_frames - 1) * hop_length + n_fft)
+    for k in range(pieces):
+        signal[:, k * hop_length : k * hop_length + n_frames * hop_length] += runs[:, :, k].reshape(batch, -1)
+    return signal
