@@ -7,7 +7,11 @@ Each argument is ``LABEL:STEP:EVAL_DIR`` (a folder with the summary.json that `v
 writes). Runs with the same LABEL form one line; STEP counts from that line's warm start, plus
 ``--offset LABEL=N`` to place a warm-started line after its parent's steps. Writes ``OUT.md`` (a
 table) and ``OUT.png`` (similarity and WER against steps), so that the next training step can be
-chosen from the curve.
+chosen from the curve. ``--previous OUT.md`` keeps the rows of an earlier table, whose evaluation
+folders a later session no longer has, and adds the new points after them::
+
+    python recipes/mini/local/learning_curve.py --out docs/learning_curve --previous docs/learning_curve.md \
+        "round 4, KL weight 0.05:27500:exp/mini/eval_v3" "round 4, KL weight 0.05:35000:exp/mini/eval_v4"
 """
 
 from __future__ import annotations
@@ -25,15 +29,37 @@ def read_point(eval_dir: Path) -> dict:
             "accepted": overall["acceptance"]["output"], "wer": wer}
 
 
+def read_table(path: Path) -> list[tuple[str, int, dict, str]]:
+    """``(label, step, point, eval_dir)`` of every row of a table this script wrote."""
+    rows = []
+    for line in path.read_text().splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) != 6 or not cells[1].isdigit():
+            continue  # the header, its rule, and the note under the table
+        label, step, similarity, accepted, wer, eval_dir = cells
+        point = {"similarity": float(similarity), "accepted": float(accepted.rstrip("%")) / 100,
+                 "wer": float(wer.rstrip("%")) / 100}
+        rows.append((label, int(step), point, eval_dir.strip("`")))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("points", nargs="+", help="LABEL:STEP:EVAL_DIR")
     parser.add_argument("--offset", action="append", default=[], help="LABEL=N: add N to that line's steps")
     parser.add_argument("--out", required=True, help="output path without extension (.md and .png are written)")
     parser.add_argument("--note", default="", help="a sentence printed under the table (data, compute)")
+    parser.add_argument("--previous", type=Path, default=None,
+                        help="an earlier OUT.md whose rows are kept (its note is kept unless --note is given)")
     args = parser.parse_args()
     offsets = {label: int(n) for label, n in (item.rsplit("=", 1) for item in args.offset)}
     lines: dict[str, list[tuple[int, dict, str]]] = {}
+    if args.previous is not None:
+        for label, step, point, eval_dir in read_table(args.previous):
+            lines.setdefault(label, []).append((step, point, eval_dir))
+        if not args.note:
+            kept = [line for line in args.previous.read_text().splitlines() if line and not line.startswith("|")]
+            args.note = "\n\n".join(kept)
     for item in args.points:
         label, step, eval_dir = item.rsplit(":", 2)
         point = read_point(Path(eval_dir))
