@@ -25,13 +25,18 @@ def padded_window(window: torch.Tensor, n_fft: int) -> torch.Tensor:
     return F.pad(window, (left, n_fft - window.shape[0] - left))
 
 
-def stft(audio: torch.Tensor, n_fft: int, hop_length: int, window: torch.Tensor) -> torch.Tensor:
-    """Complex STFT on the mel grid: ``(B, L)`` -> ``(B, n_fft // 2 + 1, L // hop)``."""
+def _pad_to_grid(audio: torch.Tensor, n_fft: int, hop_length: int) -> torch.Tensor:
+    """``(B, L)`` -> ``(B, L + 2 * pad)`` as the mel front end pads, so that frame ``t`` starts at ``t * hop``."""
     pad = (n_fft - hop_length) // 2
     # Reflection needs more samples than the pad; a one- or two-frame signal is zero-padded instead.
     mode = "reflect" if audio.shape[-1] > pad else "constant"
     # padding needs a channel axis: (B, 1, L) -> pad -> (B, L + 2 * pad)
-    padded = F.pad(audio.unsqueeze(1), (pad, pad), mode=mode).squeeze(1)
+    return F.pad(audio.unsqueeze(1), (pad, pad), mode=mode).squeeze(1)
+
+
+def stft(audio: torch.Tensor, n_fft: int, hop_length: int, window: torch.Tensor) -> torch.Tensor:
+    """Complex STFT on the mel grid: ``(B, L)`` -> ``(B, n_fft // 2 + 1, L // hop)``."""
+    padded = _pad_to_grid(audio, n_fft, hop_length)
     return torch.stft(padded, n_fft=n_fft, hop_length=hop_length, win_length=window.shape[0],
                       window=window, center=False, return_complex=True)
 
@@ -71,11 +76,18 @@ def istft(spec: torch.Tensor, n_fft: int, hop_length: int, window: torch.Tensor)
     full_window = padded_window(window, n_fft).to(spec.real.dtype)
     frames = torch.fft.irfft(spec, n=n_fft, dim=1) * full_window[None, :, None]  # (B, n_fft, T)
     signal = overlap_add(frames, hop_length)[:, pad : pad + n_frames * hop_length]  # (B, T * hop)
+    return signal / _envelope(full_window, hop_length, n_frames)
+
+
+def _envelope(full_window: torch.Tensor, hop_length: int, n_frames: int) -> torch.Tensor:
+    """The summed squared window that :func:`istft` divides by, trimmed like the signal: ``(T * hop,)``."""
+    n_fft = full_window.shape[0]
+    pad = (n_fft - hop_length) // 2
     # The envelope is the same overlap-add applied to the squared window of every frame.
     squared = full_window.square()[None, :, None].expand(1, n_fft, n_frames)  # a view, no copies
-    envelope = overlap_add(squared, hop_length)[0, pad : pad + n_frames * hop_length]  # (T * hop,)
+    envelope = overlap_add(squared, hop_length)[0, pad : pad + n_frames * hop_length]
     # Only a window with zeros inside the trimmed range (hop == n_fft with Hann) gets near zero here.
-    return signal / envelope.clamp(min=1e-11)
+    return envelope.clamp(min=1e-11)
 
 
 def griffin_lim_phase(magnitude: torch.Tensor, angles: torch.Tensor, n_iter: int, momentum: float,
@@ -117,14 +129,12 @@ def _griffin_lim_phase(magnitude, angles, n_iter, momentum, n_fft, hop_length, w
     transposes), the overlap-add envelope is computed once, and the elementwise steps run in place. The
     waveform differs from the autograd path's only by float rounding (tested).
     """
-    batch, _, n_frames = magnitude.shape
+    n_frames = magnitude.shape[-1]
     pad = (n_fft - hop_length) // 2
     length = n_frames * hop_length
     full_window = padded_window(window, n_fft).to(magnitude.dtype)
-    squared = full_window.square()[None, :, None].expand(1, n_fft, n_frames)  # a view, no copies
-    inverse_envelope = 1.0 / overlap_add(squared, hop_length)[0, pad : pad + length].clamp(min=1e-11)  # (T * hop,)
+    inverse_envelope = 1.0 / _envelope(full_window, hop_length, n_frames)  # (T * hop,)
     shrink = momentum / (1 + momentum)
-    mode = "reflect" if length > pad else "constant"  # as stft(): a one- or two-frame signal is zero-padded
     magnitude_t = magnitude.transpose(1, 2).contiguous()  # (B, T, n_bins)
     # (B, T, n_bins); always a copy (contiguous() may return a view), since the loop works in place
     angles_t = _unit_modulus_(angles.transpose(1, 2).clone(memory_format=torch.contiguous_format), floor)
@@ -132,9 +142,9 @@ def _griffin_lim_phase(magnitude, angles, n_iter, momentum, n_fft, hop_length, w
     for _ in range(n_iter):
         frames = torch.fft.irfft(angles_t.mul_(magnitude_t), n=n_fft, dim=-1).mul_(full_window)  # (B, T, n_fft)
         signal = _overlap_add_rows(frames, hop_length)[:, pad : pad + length].mul_(inverse_envelope)  # (B, T * hop)
-        padded = F.pad(signal.unsqueeze(1), (pad, pad), mode=mode).squeeze(1)  # as stft() pads
         # (B, T * hop + 2 * pad) -> (B, T, n_fft): frame t starts at t * hop, as in stft()
-        rebuilt = torch.fft.rfft(padded.unfold(-1, n_fft, hop_length) * full_window, dim=-1)  # (B, T, n_bins)
+        windowed = _pad_to_grid(signal, n_fft, hop_length).unfold(-1, n_fft, hop_length) * full_window
+        rebuilt = torch.fft.rfft(windowed, dim=-1)  # (B, T, n_bins)
         # Momentum extrapolates along the last update: angles = rebuilt - a/(1+a) * previous.
         angles_t = rebuilt.clone() if previous is None else torch.sub(rebuilt, previous, alpha=shrink)
         angles_t = _unit_modulus_(angles_t, floor)
