@@ -102,7 +102,7 @@ def child(args) -> None:
     start = time.perf_counter()
     from voiceconv.convert.converter import VoiceConverter
 
-    vc = VoiceConverter.from_pretrained(args.model, vocoder=args.vocoder, device="cpu")
+    vc = VoiceConverter.from_pretrained(args.model, vocoder=args.vocoder, device="cpu", adapt_steps=args.adapt_steps)
     loaded = time.perf_counter()
     speaker = vc.embed_speaker(args.targets)
     embedded = time.perf_counter()
@@ -138,6 +138,8 @@ def main() -> None:
     parser.add_argument("--api", choices=["file", "tensor"], default="file", help="convert_to_file (CLI) or "
                         "convert() returning a tensor")
     parser.add_argument("--source", default=None, help="a real recording to loop/cut instead of synthetic speech")
+    parser.add_argument("--adapt-steps", type=int, default=None, help="speaker fitting steps of the embedding "
+                        "(default: the converter's; 0: none), which the 'embed s' column times")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--src", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -154,7 +156,8 @@ def main() -> None:
             vocoder = vocoder or vocoder_dir
         targets = make_targets(tmp)
         print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs visible, torch threads "
-              f"{args.threads}, model {args.model}, pitch {args.pitch}, api {args.api}")
+              f"{args.threads}, model {args.model}, pitch {args.pitch}, api {args.api}, adapt steps "
+              f"{'default' if args.adapt_steps is None else args.adapt_steps}")
         print(f"{'seconds':>8} {'RTF':>7} {'CPU RTF':>8} {'convert s':>10} {'load s':>7} {'embed s':>8} "
               f"{'peak RSS MB':>12}  vocoder")
         for size in args.sizes:
@@ -165,6 +168,8 @@ def main() -> None:
                        "--api", args.api, "--targets", *map(str, targets)]
             if vocoder:
                 command += ["--vocoder", str(vocoder)]
+            if args.adapt_steps is not None:
+                command += ["--adapt-steps", str(args.adapt_steps)]
             env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
             done = subprocess.run(command, capture_output=True, text=True, env=env)
             if done.returncode:

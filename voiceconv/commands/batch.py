@@ -50,6 +50,7 @@ def run(args) -> int:
 
         converter = load_converter(args)
     summary = run_batch(args.pairs, args.out_dir, model=args.model, vocoder=args.vocoder, device=args.device,
+                        adapt_steps=args.adapt_steps,
                         pitch=parse_pitch(args.pitch), jobs=args.jobs, shard=shard, status=args.status,
                         overwrite=args.overwrite, converter=converter, progress=not args.quiet,
                         report=lambda line: tqdm.write(line, file=sys.stderr))

@@ -20,6 +20,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vocoder", default=None, help="vocoder directory, or 'griffin-lim' (default: the vocoder "
                         "next to --model or the shipped one; Griffin-Lim with a warning if there is none)")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available, else cpu)")
+    parser.add_argument("--adapt-steps", type=int, default=None, metavar="N",
+                        help="steps that fit a new target voice to its reference clips, a few seconds once per "
+                        "voice (default: 50; 0: the speaker encoder's vector as is, faster and less like the "
+                        "target)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,7 +61,8 @@ def output_paths(sources: list[str], output: str) -> list[Path]:
 def load_converter(args):
     from voiceconv.convert.converter import VoiceConverter
 
-    return VoiceConverter.from_pretrained(args.model, vocoder=args.vocoder, device=args.device)
+    return VoiceConverter.from_pretrained(args.model, vocoder=args.vocoder, device=args.device,
+                                          adapt_steps=getattr(args, "adapt_steps", None))
 
 
 def run(args) -> int:

@@ -24,6 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="skip the reference rows (vocoder resynthesis and self-reconstruction of each source, "
                         "judged like the conversion; made whenever a model is at hand: when converting here, or "
                         "with --converted plus --model)")
+    parser.add_argument("--adapt-steps", type=int, default=None, metavar="N",
+                        help="steps that fit each target voice to its references, as for 'voiceconv convert' "
+                        "(default: the converter's, 50; 0: the speaker encoder's vector as is)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -38,7 +41,7 @@ def run(args) -> int:
                          "rows (the model that made the files); drop --vocoder or add --model")
     summary = evaluate(args.pairs, args.out, converted_dir=args.converted, model=args.model, vocoder=args.vocoder,
                        device=args.device, pitch=parse_pitch(args.pitch), probe=args.probe, progress=not args.quiet,
-                       reference_rows=not args.no_reference_rows)
+                       reference_rows=not args.no_reference_rows, adapt_steps=args.adapt_steps)
     overall, check = summary["overall"], summary["verification"]
 
     def show(value, percent=False):

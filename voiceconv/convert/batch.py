@@ -87,14 +87,14 @@ class Summary:
 _WORKER: dict = {}
 
 
-def _init_worker(model, vocoder, device, threads: int, parent: int) -> None:
+def _init_worker(model, vocoder, device, threads: int, parent: int, adapt_steps: int | None = None) -> None:
     import torch
 
     from voiceconv.convert.converter import VoiceConverter
 
     torch.set_num_threads(threads)
     logging.basicConfig(level=logging.WARNING)
-    _WORKER["vc"] = VoiceConverter.from_pretrained(model, vocoder=vocoder, device=device)
+    _WORKER["vc"] = VoiceConverter.from_pretrained(model, vocoder=vocoder, device=device, adapt_steps=adapt_steps)
     _WORKER["parent"] = parent
 
 
@@ -185,12 +185,13 @@ def status_paths(out_dir: Path, status: str | os.PathLike | None, shard: tuple[i
 
 
 def run_batch(pairs: str | os.PathLike, out_dir: str | os.PathLike, *, model=None, vocoder=None, device=None,
-              pitch=None, jobs: int = 1, shard: tuple[int, int] = (0, 1), status: str | os.PathLike | None = None,
+              adapt_steps: int | None = None, pitch=None, jobs: int = 1, shard: tuple[int, int] = (0, 1),
+              status: str | os.PathLike | None = None,
               overwrite: bool = False, converter=None, progress: bool = True,
               report: Callable[[str], None] | None = None) -> Summary:
     """Convert this shard's rows of ``pairs`` into ``out_dir``; see the module docstring.
 
-    ``model``/``vocoder``/``device`` are what :meth:`VoiceConverter.from_pretrained` takes (workers
+    ``model``/``vocoder``/``device``/``adapt_steps`` are what :meth:`VoiceConverter.from_pretrained` takes (workers
     load their own copy); ``converter`` is an already loaded one for ``jobs == 1``. ``report`` is
     called with one line per failed row.
     """
@@ -219,7 +220,8 @@ def run_batch(pairs: str | os.PathLike, out_dir: str | os.PathLike, *, model=Non
         if converter is None and jobs <= 1:
             from voiceconv.convert.converter import VoiceConverter
 
-            converter = VoiceConverter.from_pretrained(model, vocoder=vocoder, device=device)
+            converter = VoiceConverter.from_pretrained(model, vocoder=vocoder, device=device,
+                                                       adapt_steps=adapt_steps)
         sample_rate = converter.sample_rate if converter is not None else _model_rate(model)
         remove_stale_temporaries(rows)
         todo = []
@@ -242,7 +244,7 @@ def run_batch(pairs: str | os.PathLike, out_dir: str | os.PathLike, *, model=Non
             threads = max(1, (os.cpu_count() or 1) // jobs)
             pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
                                        initializer=_init_worker,
-                                       initargs=(model, vocoder, device, threads, os.getpid()))
+                                       initargs=(model, vocoder, device, threads, os.getpid(), adapt_steps))
             submit = pool.submit
         else:
             def submit(fn, *args):

@@ -30,6 +30,7 @@ import torch
 
 from voiceconv.atomic import atomic_path
 from voiceconv.audio import SILENCE_PEAK, trim_silence
+from voiceconv.convert.adapt import DEFAULT_ADAPT_STEPS, adapt_speaker
 from voiceconv.convert.engine import ConversionEngine
 from voiceconv.convert.input_check import InputCheck, InputReport
 from voiceconv.convert.pitch import F0Stats, auto_semitones, parse_pitch
@@ -70,18 +71,21 @@ class VoiceConverter:
         self._model_sha256: str | None = None
         # Calibration of the input check (voiceconv.convert.input_check); None: the model ships without one.
         self.input_check: InputCheck | None = None
+        # Steps that fit each new voice's vector to its references (voiceconv.convert.adapt); 0: encoder only.
+        self.adapt_steps = DEFAULT_ADAPT_STEPS
 
     # ---- construction ---------------------------------------------------------------------------
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike | None = None, vocoder=None,
-                        device: str | torch.device | None = None) -> VoiceConverter:
+                        device: str | torch.device | None = None, adapt_steps: int | None = None) -> VoiceConverter:
         """Load a VC model directory (None: the shipped default) and a vocoder.
 
         ``vocoder``: None (the vocoder next to the model if ``path`` holds ``vc/`` and ``vocoder/``,
         else the shipped default; Griffin-Lim with a warning if there is none), a directory, a
         :class:`~voiceconv.vocoder.model.Vocoder`, or ``"griffin-lim"``. The mel configs of the two
         are compared and a mismatch raises ``MelMismatchError`` naming every differing field.
+        ``adapt_steps``: steps that fit each new voice to its references (None: 50; 0: none).
         """
         from voiceconv.models.vc_model import VCModel
         from voiceconv.pretrained import default_vc_dir, default_vocoder_dir
@@ -129,6 +133,10 @@ class VoiceConverter:
             raise VoiceconvError(f"vocoder must be None, a directory, a Vocoder or 'griffin-lim'; got {vocoder!r}")
         converter = cls(model, voc, device=device)
         converter.input_check = InputCheck.load(model_dir)
+        if adapt_steps is not None:
+            if int(adapt_steps) < 0:
+                raise VoiceconvError(f"adapt_steps must be 0 (no fitting) or more, got {adapt_steps}")
+            converter.adapt_steps = int(adapt_steps)
         return converter
 
     # ---- properties -----------------------------------------------------------------------------
@@ -159,33 +167,46 @@ class VoiceConverter:
 
     # ---- speakers -------------------------------------------------------------------------------
 
-    def embed_speaker(self, refs, name: str = "", trim: bool = True) -> Speaker:
+    def embed_speaker(self, refs, name: str = "", trim: bool = True, adapt_steps: int | None = None) -> Speaker:
         """One or several reference clips of one voice -> :class:`~voiceconv.convert.speaker.Speaker`.
 
         ``refs``: a path, an array/tensor at the model rate, a ``(rate, array)`` tuple, or a list of
         those. Each clip's leading and trailing silence is trimmed (``trim``), each is embedded on its
-        own and the vectors are averaged (not L2-normalised: see :mod:`voiceconv.convert.speaker`). The
+        own and the vectors are averaged (not L2-normalised: see :mod:`voiceconv.convert.speaker`).
+        The mean is then fitted to the clips for ``adapt_steps`` steps (None: :attr:`adapt_steps`,
+        50 by default; 0: the encoder's mean as is; see :mod:`voiceconv.convert.adapt`). The
         log-F0 statistics over all clips are stored for ``pitch="auto"``.
         """
         clips = _as_clip_list(refs)
         if not clips:
             raise VoiceconvError("give at least one reference clip of the target voice")
-        vectors, seconds, stats = [], 0.0, F0Stats()
+        steps = self.adapt_steps if adapt_steps is None else int(adapt_steps)
+        if steps < 0:
+            raise VoiceconvError(f"adapt_steps must be 0 (no fitting) or more, got {steps}")
+        vectors, mels, seconds, stats = [], [], 0.0, F0Stats()
         for clip in clips:
             audio, label = self._read_reference(clip, trim)
             mel = self.frontend(torch.from_numpy(audio))  # (n_mels, T)
             with torch.inference_mode():
                 vector = self.model.embed(mel.unsqueeze(0).to(self.device))[0].float().cpu()  # (D,)
             vectors.append(vector)
+            mels.append(mel)
             seconds += audio.size / self.sample_rate
             stats.update(audio, self.sample_rate)
             log.debug("embedded %s (%.2f s)", label, audio.size / self.sample_rate)
-        embedding = torch.stack(vectors).mean(dim=0)  # (D,): plain mean over clips
+        encoder_embedding = torch.stack(vectors).mean(dim=0)  # (D,): plain mean over clips
+        embedding = encoder_embedding
+        if steps > 0:
+            fit = adapt_speaker(self.model, mels, encoder_embedding, steps=steps)
+            log.debug("fitted the voice in %d steps: reference L1 %.4f -> %.4f", steps, fit.loss_before,
+                      fit.loss_after)
+            embedding = fit.vector
         if not name and isinstance(clips[0], (str, os.PathLike)):
             name = Path(clips[0]).stem
         return Speaker(embedding=embedding, log_f0_mean=stats.mean, log_f0_std=stats.std, n_clips=len(clips),
                        seconds=seconds, voiced_seconds=stats.voiced_seconds, model_sha256=self.model_sha256,
-                       name=name)
+                       name=name, encoder_embedding=encoder_embedding if steps > 0 else None,
+                       adapt_steps=steps)
 
     def _read_reference(self, clip, trim: bool) -> tuple[np.ndarray, str]:
         source = SourceAudio(clip, self.sample_rate, min_seconds=0.0)
@@ -247,8 +268,9 @@ class VoiceConverter:
         """
         if source_rate is not None:
             audio = (source_rate, audio)
-        vector = self.embed_speaker(audio).embedding
-        target = self.load_speaker(speaker).embedding
+        # Both sides in the encoder's space: the audio unfitted, the target's encoder mean.
+        vector = self.embed_speaker(audio, adapt_steps=0).embedding
+        target = self.load_speaker(speaker).comparison_embedding
         return float(torch.nn.functional.cosine_similarity(vector, target, dim=0))
 
     # ---- pitch ----------------------------------------------------------------------------------

@@ -8,6 +8,10 @@ log-F0 statistics that ``pitch="auto"`` needs, plus enough metadata to refuse mi
     speaker = Speaker.load("voice.spk")
     wav = vc.convert("source.wav", speaker)   # refused if voice.spk was made by another model
 
+By default the vector is then fitted to the references (:mod:`voiceconv.convert.adapt`: the
+decoder's reconstruction of the clips, a few seconds once per voice); the encoder's own mean vector
+is kept beside it as ``encoder_embedding`` for comparing voices in the encoder's space.
+
 The vectors are averaged as they come out of the speaker encoder, **without** L2 normalisation:
 the AdaIN decoder turns the vector into per-channel scales and biases, so its length carries
 information the decoder was trained on; normalising it would feed the decoder vectors it never saw.
@@ -47,9 +51,12 @@ class Speaker:
 
     ``log_f0_mean`` / ``log_f0_std`` are over the voiced 10 ms frames of all references (natural
     log of Hz); NaN when the references had too little voiced speech, which turns ``pitch="auto"``
-    into no shift. ``model_sha256`` identifies the weights that produced ``embedding``
-    (:attr:`voiceconv.convert.converter.VoiceConverter.model_sha256`); an empty string means unknown (accepted
-    by any model, e.g. a vector built by hand with :meth:`from_embedding`).
+    into no shift. ``encoder_embedding (D,)`` is the speaker encoder's mean vector when
+    ``embedding`` was fitted to the references (``adapt_steps > 0``), else None: similarity is
+    measured in the encoder's space, where the decoder's fitted code does not live.
+    ``model_sha256`` identifies the weights that produced ``embedding``
+    (:attr:`voiceconv.convert.converter.VoiceConverter.model_sha256`); an empty string means
+    unknown (accepted by any model, e.g. a vector built by hand with :meth:`from_embedding`).
     """
 
     embedding: torch.Tensor
@@ -60,14 +67,21 @@ class Speaker:
     voiced_seconds: float = 0.0
     model_sha256: str = ""
     name: str = ""
+    encoder_embedding: torch.Tensor | None = None
+    adapt_steps: int = 0  # Adam steps that fitted ``embedding`` to the references (0: the encoder's mean)
 
     def __post_init__(self) -> None:
-        embedding = torch.as_tensor(self.embedding, dtype=torch.float32).detach().cpu()
-        if embedding.dim() != 1 or embedding.numel() == 0:
-            raise VoiceconvError(f"a speaker embedding must be a 1-D vector (D,), got shape {tuple(embedding.shape)}")
-        if not torch.isfinite(embedding).all():
-            raise VoiceconvError("the speaker embedding contains NaN or Inf; re-embed the reference clips")
-        self.embedding = embedding.contiguous()
+        self.embedding = _vector(self.embedding, "speaker embedding")
+        if self.encoder_embedding is not None:
+            self.encoder_embedding = _vector(self.encoder_embedding, "encoder embedding")
+            if self.encoder_embedding.shape != self.embedding.shape:
+                raise VoiceconvError(f"encoder embedding {tuple(self.encoder_embedding.shape)} and embedding "
+                                     f"{tuple(self.embedding.shape)} differ in size")
+
+    @property
+    def comparison_embedding(self) -> torch.Tensor:
+        """The vector to compare with the encoder's vectors of other audio (the encoder's own mean)."""
+        return self.encoder_embedding if self.encoder_embedding is not None else self.embedding
 
     @property
     def dim(self) -> int:
@@ -89,8 +103,9 @@ class Speaker:
 
     def describe(self) -> str:
         pitch = f"mean F0 {self.f0_hz:.0f} Hz" if self.has_pitch else "no pitch statistics"
+        fitted = f", fitted to the clips in {self.adapt_steps} steps" if self.adapt_steps else ""
         return (f"speaker '{self.name or 'unnamed'}': {self.n_clips} clip(s), {self.seconds:.1f} s of speech, "
-                f"{pitch}, D={self.dim}")
+                f"{pitch}, D={self.dim}{fitted}")
 
     # ---- blending -------------------------------------------------------------------------------
 
@@ -119,6 +134,10 @@ class Speaker:
             raise SpeakerMismatchError("the voices of a blend were embedded by different models; embed them all "
                                        "with the model that will convert")
         embedding = sum(weight * speaker.embedding for speaker, weight in zip(speakers, weights))
+        # The encoder-space vector blends the same way; a voice without one contributes its embedding.
+        fitted = any(speaker.encoder_embedding is not None for speaker in speakers)
+        encoder_embedding = (sum(weight * speaker.comparison_embedding for speaker, weight in zip(speakers, weights))
+                             if fitted else None)
         pitched = [(speaker, weight) for speaker, weight in zip(speakers, weights) if speaker.has_pitch and weight > 0]
         total = sum(weight for _, weight in pitched)
         f0_mean = sum(w * s.log_f0_mean for s, w in pitched) / total if pitched else math.nan
@@ -129,7 +148,8 @@ class Speaker:
                        n_clips=sum(speaker.n_clips for speaker in speakers),
                        seconds=sum(speaker.seconds for speaker in speakers),
                        voiced_seconds=sum(speaker.voiced_seconds for speaker in speakers),
-                       model_sha256=next(iter(models), ""), name=label)
+                       model_sha256=next(iter(models), ""), name=label, encoder_embedding=encoder_embedding,
+                       adapt_steps=max(speaker.adapt_steps for speaker in speakers))
 
     # ---- files ----------------------------------------------------------------------------------
 
@@ -149,12 +169,16 @@ class Speaker:
             "log_f0_std": repr(float(self.log_f0_std)),
             "name": self.name,
             "l2_normalized": "false",
+            "adapt_steps": str(int(self.adapt_steps)),
         }
         from voiceconv import __version__
 
         metadata["voiceconv_version"] = __version__
         with atomic_path(path) as temp:
-            save_file({"embedding": self.embedding.clone()}, str(temp), metadata=metadata)
+            tensors = {"embedding": self.embedding.clone()}
+            if self.encoder_embedding is not None:
+                tensors["encoder_embedding"] = self.encoder_embedding.clone()
+            save_file(tensors, str(temp), metadata=metadata)
         return path
 
     @classmethod
@@ -191,8 +215,11 @@ class Speaker:
                 voiced_seconds=float(metadata.get("voiced_seconds", "0")),
                 model_sha256=metadata.get("model_sha256", ""),
                 name=metadata.get("name", ""),
+                # Both absent in files from before adaptation: the encoder's vector, unfitted.
+                encoder_embedding=tensors.get("encoder_embedding"),
+                adapt_steps=int(metadata.get("adapt_steps", "0")),
             )
-        except ValueError as error:
+        except (ValueError, VoiceconvError) as error:
             raise SpeakerFileError(f"{path}: corrupt speaker metadata ({error}); re-create it with "
                                    "'voiceconv embed'") from None
 
@@ -210,3 +237,12 @@ class Speaker:
                 f"{model_sha256[:12]}...; speaker vectors only make sense for the model that made them. "
                 "Re-embed the reference clips with this model ('voiceconv embed REF... -o voice.spk --model DIR')"
             )
+
+
+def _vector(value, what: str) -> torch.Tensor:
+    vector = torch.as_tensor(value, dtype=torch.float32).detach().cpu()
+    if vector.dim() != 1 or vector.numel() == 0:
+        raise VoiceconvError(f"a {what} must be a 1-D vector (D,), got shape {tuple(vector.shape)}")
+    if not torch.isfinite(vector).all():
+        raise VoiceconvError(f"the {what} contains NaN or Inf; re-embed the reference clips")
+    return vector.contiguous()

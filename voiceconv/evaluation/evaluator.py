@@ -297,6 +297,7 @@ def evaluate(
     probe: str | Path | None = None,
     progress: bool = True,
     reference_rows: bool = True,
+    adapt_steps: int | None = None,
 ) -> dict:
     """Run the whole evaluation and write pairs.csv, summary.json, report.md and plots into ``out_dir``.
 
@@ -304,6 +305,7 @@ def evaluate(
     ``converted_dir``), the sources are also resynthesised by the vocoder and reconstructed by the
     VC model toward their own voice, and judged the same way (``summary["stages"]``), so the loss
     of the vocoder, of the auto-encoder and of the speaker change can be read apart.
+    ``adapt_steps``: the converter's speaker fitting (None: its default; see ``VoiceConverter``).
     Returns the summary dictionary (also in summary.json).
     """
     from tqdm import tqdm
@@ -320,7 +322,7 @@ def evaluate(
     if converted_dir is None or (reference_rows and model is not None):
         from voiceconv.convert.converter import VoiceConverter
 
-        converter = VoiceConverter.from_pretrained(model, vocoder=vocoder, device=device)
+        converter = VoiceConverter.from_pretrained(model, vocoder=vocoder, device=device, adapt_steps=adapt_steps)
     if converted_dir is not None:
         outputs = resolve_outputs(pairs, Path(converted_dir))
         conversion = {"converted_dir": str(converted_dir)}

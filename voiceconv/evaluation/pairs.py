@@ -135,6 +135,7 @@ def convert_pairs(
     pitch: str | float | None = None,
     progress: bool = True,
     converter=None,
+    adapt_steps: int | None = None,
 ) -> tuple[dict[int, Path], dict[int, float], dict]:
     """Convert every pair with :class:`voiceconv.convert.converter.VoiceConverter` (``converter``, or one loaded here).
 
@@ -148,7 +149,7 @@ def convert_pairs(
     from voiceconv.convert.converter import VoiceConverter
 
     if converter is None:
-        converter = VoiceConverter.from_pretrained(model, vocoder=vocoder, device=device)
+        converter = VoiceConverter.from_pretrained(model, vocoder=vocoder, device=device, adapt_steps=adapt_steps)
     speakers: dict[str, object] = {}
     outputs, seconds = {}, {}
     embed_seconds = []
@@ -167,6 +168,7 @@ def convert_pairs(
         "vocoder": str(vocoder) if vocoder else "default",
         "device": str(device or "auto"),
         "pitch": str(pitch),
+        "adapt_steps": converter.adapt_steps,
         "sample_rate": converter.sample_rate,
         "median_embed_seconds": float(np.median(embed_seconds)) if embed_seconds else None,
     }
