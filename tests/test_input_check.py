@@ -55,6 +55,13 @@ def test_calibrated_check_scores_tones_and_music_above_held_out_speech(trained):
                       bank_size=1000, held_out=([corpus.mel(i) for i in held] * 3,
                                                 [corpus.utterances[i].speaker for i in held] * 3))
     assert split.speaker_bank.shape[0] == len(calibration)
+    # Held-out clips repeated three times have a narrow spread; the training clips' spread is a floor
+    # (checked on the two features that do not depend on the bank's order).
+    from voiceconv.convert.input_check import clip_features
+
+    training = torch.tensor([[clip_features(model, torch.from_numpy(corpus.mel(i)), None)[name]
+                              for name in ("error", "direction")] for i in calibration], dtype=torch.float64)
+    assert torch.all(split.std[:2].double() >= training.std(0) * (1 - 1e-4))
     assert split.threshold > max(split.score(check_features(model, split, torch.from_numpy(corpus.mel(i))))
                                  for i in held) - 1e-6
 
