@@ -118,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--conditions", nargs="+", default=list(ALL_CONDITIONS), choices=ALL_CONDITIONS)
     parser.add_argument("--baseline", default=None, help="another run's summary.json to compare the drops with")
     parser.add_argument("--threads", type=int, default=1, help="torch threads for conversion")
+    parser.add_argument("--adapt-steps", type=int, default=None, help="speaker fitting steps (default: the "
+                        "converter's; 0: none); references are fitted as the user gives them (corrupted or not)")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
 
@@ -130,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     out_dir = Path(args.out)
     pairs = read_pairs(args.pairs)
-    converter = VoiceConverter.from_pretrained(args.model, vocoder=args.vocoder, device="cpu")
+    converter = VoiceConverter.from_pretrained(args.model, vocoder=args.vocoder, device="cpu",
+                                               adapt_steps=args.adapt_steps)
     # The clean sources' own ASR is the WER reference in every condition (what was actually said).
     judges = Judges()
     transcripts = {pair.source: judges.features(pair.source, ("hypothesis",)).hypothesis for pair in pairs}
