@@ -40,11 +40,15 @@ def test_fitting_lowers_the_reference_error_and_leaves_the_model_untouched(tmp_p
     # Deterministic, and zero steps is the encoder's vector as is.
     assert torch.equal(adapt_speaker(model, mels, init, steps=30, lr=0.1).vector, fit.vector)
     assert torch.equal(adapt_speaker(model, mels, init, steps=0).vector, init)
+    # A pull toward the encoder's vector keeps the fitted one closer to it.
+    held = adapt_speaker(model, mels, init, steps=30, lr=0.1, prior=50.0)
+    assert 0 < (held.vector - init).norm() < (fit.vector - init).norm()
 
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"steps": -1}, ">= 0"),
     ({"lr": 0.0}, "learning rate"),
+    ({"prior": -1.0}, "prior"),
 ])
 def test_bad_adaptation_settings_get_a_clear_error(tmp_path, kwargs, message):
     model = tiny_model()

@@ -22,7 +22,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available, else cpu)")
     parser.add_argument("--adapt-steps", type=int, default=None, metavar="N",
                         help="steps that fit a new target voice to its reference clips, a few seconds once per "
-                        "voice (default: 50; 0: the speaker encoder's vector as is, faster and less like the "
+                        "voice (default: 10; 0: the speaker encoder's vector as is, faster and less like the "
                         "target)")
 
 

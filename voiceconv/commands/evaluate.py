@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "with --converted plus --model)")
     parser.add_argument("--adapt-steps", type=int, default=None, metavar="N",
                         help="steps that fit each target voice to its references, as for 'voiceconv convert' "
-                        "(default: the converter's, 50; 0: the speaker encoder's vector as is)")
+                        "(default: the converter's, 10; 0: the speaker encoder's vector as is)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 

@@ -21,11 +21,14 @@ import torch
 
 from voiceconv.errors import VoiceconvError
 
-# 50 Adam steps at lr 0.01: the lowest reconstruction error on held-out words of the trainer's
-# validation speakers (recipes/mini/local/select_adaptation.py; 0.265 unfitted, 0.225 / 0.221 / 0.223
-# after 25 / 50 / 100 steps), chosen without any judge.
-DEFAULT_ADAPT_STEPS = 50
+# 10 Adam steps at lr 0.01, chosen without any judge on held-out words of the trainer's validation
+# speakers (recipes/mini/local/select_adaptation.py --channel-draws 3), as the lowest mean of two
+# errors: with a clean reference (0.265 unfitted, 0.229 after 10 steps, 0.221 after 50) and with the
+# reference through a random recording channel (0.281 unfitted, 0.274 after 10, 0.385 after 50:
+# longer fitting learns the channel instead of the voice).
+DEFAULT_ADAPT_STEPS = 10
 DEFAULT_ADAPT_LR = 0.01
+DEFAULT_ADAPT_PRIOR = 0.0
 # ~8 s per clip at 86 frames/s: longer references add cost, not information about the timbre.
 MAX_ADAPT_FRAMES = 688
 
@@ -41,17 +44,20 @@ class Adaptation:
 
 
 def adapt_speaker(model, mels: list[torch.Tensor], init: torch.Tensor, steps: int = DEFAULT_ADAPT_STEPS,
-                  lr: float = DEFAULT_ADAPT_LR) -> Adaptation:
+                  lr: float = DEFAULT_ADAPT_LR, prior: float = DEFAULT_ADAPT_PRIOR) -> Adaptation:
     """Fit ``init (D,)`` so that ``model`` rebuilds the reference log-mels ``[(n_mels, T_i), ...]``.
 
     ``model`` is a :class:`~voiceconv.models.vc_model.VCModel`; its weights are not changed and
     get no ``.grad`` (gradients are taken with respect to the vector only). Deterministic for a
-    given input. Returns an :class:`Adaptation`; with ``steps == 0`` the vector is ``init``.
+    given input. ``prior`` weighs a pull ``mean((v - init)^2)`` toward the encoder's vector. Returns
+    an :class:`Adaptation` (losses without the prior); with ``steps == 0`` the vector is ``init``.
     """
     if steps < 0:
         raise VoiceconvError(f"adaptation steps must be >= 0, got {steps}")
     if not mels:
         raise VoiceconvError("speaker adaptation needs at least one reference clip")
+    if not (prior >= 0):
+        raise VoiceconvError(f"adaptation prior weight must be >= 0, got {prior}")
     if not (lr > 0):
         raise VoiceconvError(f"adaptation learning rate must be > 0, got {lr}")
     device = next(model.parameters()).device
@@ -62,7 +68,8 @@ def adapt_speaker(model, mels: list[torch.Tensor], init: torch.Tensor, steps: in
             targets = [model.normalize(mel[..., :MAX_ADAPT_FRAMES].to(device).float().unsqueeze(0))
                        for mel in mels]  # each (1, n_mels, T_i), normalised as in training
             contents = [model.content_encoder(target)[0] for target in targets]  # each (1, C, T_i')
-        vector = init.detach().to(device).float().reshape(1, -1).clone().requires_grad_(True)  # (1, D)
+        start = init.detach().to(device).float().reshape(1, -1)  # (1, D)
+        vector = start.clone().requires_grad_(True)
         optimizer = torch.optim.Adam([vector], lr=lr)
 
         def loss_of(speaker: torch.Tensor) -> torch.Tensor:
@@ -74,6 +81,8 @@ def adapt_speaker(model, mels: list[torch.Tensor], init: torch.Tensor, steps: in
         for _ in range(steps):
             loss = loss_of(vector)
             before = float(loss.detach()) if before is None else before
+            if prior > 0:
+                loss = loss + prior * (vector - start).pow(2).mean()
             # Gradient w.r.t. the vector only: the model's parameters never accumulate .grad.
             (vector.grad,) = torch.autograd.grad(loss, [vector])
             optimizer.step()

@@ -85,7 +85,7 @@ class VoiceConverter:
         else the shipped default; Griffin-Lim with a warning if there is none), a directory, a
         :class:`~voiceconv.vocoder.model.Vocoder`, or ``"griffin-lim"``. The mel configs of the two
         are compared and a mismatch raises ``MelMismatchError`` naming every differing field.
-        ``adapt_steps``: steps that fit each new voice to its references (None: 50; 0: none).
+        ``adapt_steps``: steps that fit each new voice to its references (None: 10; 0: none).
         """
         from voiceconv.models.vc_model import VCModel
         from voiceconv.pretrained import default_vc_dir, default_vocoder_dir
@@ -174,7 +174,7 @@ class VoiceConverter:
         those. Each clip's leading and trailing silence is trimmed (``trim``), each is embedded on its
         own and the vectors are averaged (not L2-normalised: see :mod:`voiceconv.convert.speaker`).
         The mean is then fitted to the clips for ``adapt_steps`` steps (None: :attr:`adapt_steps`,
-        50 by default; 0: the encoder's mean as is; see :mod:`voiceconv.convert.adapt`). The
+        10 by default; 0: the encoder's mean as is; see :mod:`voiceconv.convert.adapt`). The
         log-F0 statistics over all clips are stored for ``pitch="auto"``.
         """
         clips = _as_clip_list(refs)

@@ -8,6 +8,12 @@ the first 60 % of their utterance (at most 8 s, like a user's reference) and the
 that rebuild unseen speech of the same voice best are the ones that capture the voice rather than
 the reference's content. Prints one row per learning rate with the held-out L1 after each number
 of steps (0 = the speaker encoder's vector, i.e. plain AdaIN-VC).
+
+``--channel-draws K`` adds rows where the reference first goes through K random recording channels
+of the training augmentation (voiceconv/training/channel.py: EQ, band limits, reverberation, noise)
+while the held-out part stays clean: a user's references are often worse recordings, and the
+fitting should capture the voice, not the channel. ``--prior W`` adds ``W * mean((v - v0)^2)`` to
+the fitting loss, which keeps the vector near the encoder's (the encoder was trained to ignore channels).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import torch
 
 from voiceconv.convert.adapt import MAX_ADAPT_FRAMES, adapt_speaker
 from voiceconv.models.vc_model import VCModel
+from voiceconv.training.channel import ChannelConfig, corrupt
 from voiceconv.training.data import PreparedCorpus
 
 
@@ -42,6 +49,8 @@ def main() -> None:
                         help="speakers left out (default: the synthetic TTS voices)")
     parser.add_argument("--steps", default="0,25,50,100,200", help="comma-separated step counts")
     parser.add_argument("--lr", default="0.01,0.03", help="comma-separated learning rates")
+    parser.add_argument("--channel-draws", type=int, default=0, help="random channels per reference (0: clean only)")
+    parser.add_argument("--prior", default="0", help="comma-separated weights of the pull toward the encoder's vector")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -61,18 +70,28 @@ def main() -> None:
         cut = min(int(0.6 * n_frames), MAX_ADAPT_FRAMES)
         splits.append((mel[:, :cut], mel[:, cut:]))
     steps = [int(value) for value in args.steps.split(",")]
+    conditions = {"clean reference": [(reference, held_out) for reference, held_out in splits]}
+    if args.channel_draws:
+        generator = torch.Generator().manual_seed(0)
+        channel = ChannelConfig(probability=1.0)
+        conditions["reference through a random channel"] = [
+            (corrupt(reference[None], channel, generator, model.mel_config)[0], held_out)
+            for reference, held_out in splits for _ in range(args.channel_draws)]
     print(f"{len(speakers)} held-out speakers: {', '.join(speakers)}")
-    print("| lr | " + " | ".join(f"{n} steps" for n in steps) + " |")
-    print("|---|" + "---|" * len(steps))
+    print("| reference | lr | prior | " + " | ".join(f"{n} steps" for n in steps) + " |")
+    print("|---|---|---|" + "---|" * len(steps))
     for lr in (float(value) for value in args.lr.split(",")):
-        errors = np.zeros(len(steps))
-        for reference, held_out in splits:
-            with torch.no_grad():
-                init = model.embed(reference[None])[0]
-            for k, n in enumerate(steps):
-                vector = adapt_speaker(model, [reference], init, steps=n, lr=lr).vector
-                errors[k] += held_out_error(model, vector, held_out) / len(splits)
-        print(f"| {lr:g} | " + " | ".join(f"{e:.4f}" for e in errors) + " |", flush=True)
+        for prior in (float(value) for value in args.prior.split(",")):
+            for condition, cases in conditions.items():
+                errors = np.zeros(len(steps))
+                for reference, held_out in cases:
+                    with torch.no_grad():
+                        init = model.embed(reference[None])[0]
+                    for k, n in enumerate(steps):
+                        vector = adapt_speaker(model, [reference], init, steps=n, lr=lr, prior=prior).vector
+                        errors[k] += held_out_error(model, vector, held_out) / len(cases)
+                print(f"| {condition} | {lr:g} | {prior:g} | " + " | ".join(f"{e:.4f}" for e in errors) + " |",
+                      flush=True)
     print(f"({time.perf_counter() - start:.0f} s)")
 
 
