@@ -105,6 +105,7 @@ def median_f0(audio: torch.Tensor) -> float:
 
 def test_pitch_control_through_conversion():
     vc = VoiceConverter(IdentityModel(), Vocoder.griffin_lim(MelConfig(), n_iter=32, device="cpu"), device="cpu")
+    vc.adapt_steps = 0  # the identity model has no decoder to fit a voice to
     source = synthetic_voice(120, seconds=1.5, seed=4)
     target = vc.embed_speaker(synthetic_voice(200, seconds=1.5, seed=5))
     assert median_f0(vc.convert(source, target, pitch=None)) == pytest.approx(120, rel=0.05)
