@@ -27,7 +27,7 @@ from voiceconv.features import MelConfig
 from voiceconv.models.vc_model import VCModel
 from voiceconv.training.data import PreparedCorpus
 from voiceconv.training.distributed import Distributed
-from voiceconv.training.loop import NanGuard
+from voiceconv.training.loop import NanGuard, cosine_decay
 from voiceconv.training.prepare import ManifestRow, prepare, write_manifest
 from voiceconv.training.run_directory import read_metrics
 from voiceconv.training.vc_trainer import State, load_experiment, loss_weights, train, train_step
@@ -285,6 +285,18 @@ def test_loss_weights_ramp_linearly():
     assert loss_weights(config, keys, 0) == {"loss/rec": 10.0, "loss/kl": 0.0, "loss/new": 1.0}
     assert loss_weights(config, keys, 50)["loss/kl"] == pytest.approx(0.5)
     assert loss_weights(config, keys, 500)["loss/kl"] == pytest.approx(1.0)
+
+
+def test_learning_rate_decays_along_a_cosine(corpus, tmp_path):
+    run = tmp_path / "run"
+    train(experiment("train.steps=8", "train.log_every=1", "train.lr=0.001", "train.final_lr_ratio=0.1"), corpus,
+          run, device="cpu", progress=False)
+    rates = [row["lr"] for row in read_metrics(run / "metrics.jsonl") if "lr" in row]
+    expected = [cosine_decay(0.001, step, 8, 0.1) for step in range(8)]
+    assert rates == pytest.approx(expected)
+    assert rates[0] == pytest.approx(0.001) and rates[-1] < 0.0002
+    with pytest.raises(ValueError, match="final_lr_ratio"):
+        experiment("train.final_lr_ratio=1.5")
 
 
 def _state(max_bad_steps: int) -> State:

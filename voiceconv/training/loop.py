@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -39,6 +40,21 @@ def linear_ramp(step: int, warmup_steps: int) -> float:
     if warmup_steps <= 0:
         return 1.0
     return min(1.0, step / warmup_steps)
+
+
+def cosine_decay(base: float, step: int, total_steps: int, final_ratio: float) -> float:
+    """Cosine decay from ``base`` to ``base * final_ratio`` over ``total_steps``, then flat.
+
+    A pure function of the step, so a resumed run gets the same rate without extra state;
+    ``final_ratio == 1`` is a constant rate.
+    """
+    progress = min(1.0, step / max(1, total_steps))
+    return base * (final_ratio + (1 - final_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def check_final_lr_ratio(ratio: float) -> None:
+    if not 0.0 <= ratio <= 1.0:
+        raise ValueError(f"final_lr_ratio must be in [0, 1] (1: constant learning rate), got {ratio}")
 
 
 # ------------------------------------------------------------------------------------------ NaN guard

@@ -62,6 +62,9 @@ class TrainConfig:
     batch_size: int = 128  # AdaIN-VC batch_size; global over all DDP processes
     segment_frames: int = 128  # AdaIN-VC segment_size (1.5 s at 22.05 kHz / hop 256)
     lr: float = 5e-4  # AdaIN-VC optimizer.lr
+    # Cosine decay of lr to lr * final_lr_ratio at `steps`; 1 keeps it constant, as AdaIN-VC does.
+    # The rate is a function of the step and `steps`, so a resume is exact unless `steps` changes.
+    final_lr_ratio: float = 1.0
     betas: tuple[float, float] = (0.9, 0.999)  # AdaIN-VC beta1, beta2
     amsgrad: bool = True  # AdaIN-VC optimizer.amsgrad
     weight_decay: float = 1e-4  # AdaIN-VC optimizer.weight_decay (L2, as in torch.optim.Adam)
@@ -96,6 +99,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         loop.check_schedule(self)
+        loop.check_final_lr_ratio(self.final_lr_ratio)
 
 
 @dataclass
@@ -188,6 +192,8 @@ def train_step(state: State, batch: dict[str, torch.Tensor]) -> dict[str, float]
 
     state.optimizer.zero_grad(set_to_none=True)
     total.backward()
+    for group in state.optimizer.param_groups:
+        group["lr"] = loop.cosine_decay(config.lr, state.step, config.steps, config.final_lr_ratio)
     params = [p for p in model.parameters() if p.grad is not None]
     max_norm = config.grad_clip if config.grad_clip > 0 else math.inf
     grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm) if params else torch.zeros(())

@@ -129,8 +129,7 @@ class VocoderTrainConfig:
         self.betas = tuple(self.betas)
         self.stft_resolutions = tuple(tuple(int(v) for v in r) for r in self.stft_resolutions)
         check_schedule(self)
-        if not 0.0 <= self.final_lr_ratio <= 1.0:
-            raise ValueError("final_lr_ratio must be in [0, 1]")
+        loop.check_final_lr_ratio(self.final_lr_ratio)
 
 
 EXAMPLE_CONFIG = "voiceconv/conf/vocoder_istft.yaml"  # named in the CLI's error when --config is missing
@@ -169,8 +168,7 @@ class State(TrainingState):
 
 def learning_rate(base: float, step: int, config: VocoderTrainConfig) -> float:
     """Cosine decay from ``base`` to ``base * final_lr_ratio`` over ``config.steps``: a pure function of step."""
-    progress = min(1.0, step / max(1, config.steps))
-    return base * (config.final_lr_ratio + (1 - config.final_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+    return loop.cosine_decay(base, step, config.steps, config.final_lr_ratio)
 
 
 def _clip(parameters, max_norm: float) -> torch.Tensor:
