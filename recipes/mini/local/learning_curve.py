@@ -45,7 +45,7 @@ def read_table(path: Path) -> list[tuple[str, int, dict, str]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("points", nargs="+", help="LABEL:STEP:EVAL_DIR")
+    parser.add_argument("points", nargs="*", help="LABEL:STEP:EVAL_DIR (none: redraw --previous)")
     parser.add_argument("--offset", action="append", default=[], help="LABEL=N: add N to that line's steps")
     parser.add_argument("--out", required=True, help="output path without extension (.md and .png are written)")
     parser.add_argument("--note", default="", help="a sentence printed under the table (data, compute)")
@@ -81,21 +81,24 @@ def main() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    # One shared legend under the plots: with a dozen runs, legends inside the axes hide the points.
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2 + 0.17 * (len(lines) + 2)))
     for label, points in lines.items():
         points = sorted(points, key=lambda p: p[0])
         steps = [p[0] for p in points]
         left.plot(steps, [p[1]["similarity"] for p in points], "o-", label=label)
         right.plot(steps, [100 * p[1]["wer"] for p in points], "o-", label=label)
-    left.axhline(0.75, color="grey", linestyle=":", label="issue 12 target (0.75)")
+    left.axhline(0.75, color="grey", linestyle=":", label="issue 12 targets (similarity 0.75, WER 35 %)")
     right.axhline(35, color="grey", linestyle=":", label="issue 12 target (35 %)")
     left.set(xlabel="training steps (batch x segment differ by round; see the table)",
              ylabel="Resemblyzer similarity to target", title="Speaker similarity (higher is better)")
     right.set(xlabel="training steps", ylabel="WER vs source ASR (%)", title="Words lost (lower is better)")
     for axis in (left, right):
         axis.grid(alpha=0.3)
-        axis.legend(fontsize=7)
-    fig.tight_layout()
+    handles, labels = left.get_legend_handles_labels()
+    legend_rows = (len(labels) + 1) // 2
+    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.035 * legend_rows, 1, 1))
     fig.savefig(out.with_suffix(".png"), dpi=100)
     print(f"wrote {out.with_suffix('.md')} and {out.with_suffix('.png')}")
 
