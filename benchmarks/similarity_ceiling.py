@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from voiceconv.audio import load_audio
     from voiceconv.convert.converter import VoiceConverter
+    from voiceconv.convert.pitch import parse_pitch
     from voiceconv.evaluation.judges import EVAL_RATE, SpeakerJudge
 
     torch.set_num_threads(args.threads)
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     def cosine(a: np.ndarray, b: np.ndarray) -> float:
         return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
 
-    pitch = args.pitch if args.pitch in ("auto", "off") else float(args.pitch)
+    pitch = parse_pitch(args.pitch)
     rng = np.random.default_rng(args.seed)
     fitted = f"self conversion, {args.adapt_steps}-step fitting"
     rows = {name: [] for name in ("real", "resynthesis", fitted, "self conversion, no fitting",
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     for speaker in speakers:
         for k, clip in enumerate(clips[speaker]):
             refs = [c for j, c in enumerate(clips[speaker]) if j != k]
-            target = np.mean([embed(load_audio(r, EVAL_RATE), EVAL_RATE) for r in refs], axis=0)
+            target = np.mean([judge.embed(load_audio(r, EVAL_RATE)) for r in refs], axis=0)
             audio = load_audio(clip, vc.sample_rate)
             mel = vc.frontend(torch.from_numpy(audio))  # (n_mels, T)
             with torch.inference_mode():

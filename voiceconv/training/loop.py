@@ -52,11 +52,6 @@ def cosine_decay(base: float, step: int, total_steps: int, final_ratio: float) -
     return base * (final_ratio + (1 - final_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def check_final_lr_ratio(ratio: float) -> None:
-    if not 0.0 <= ratio <= 1.0:
-        raise ValueError(f"final_lr_ratio must be in [0, 1] (1: constant learning rate), got {ratio}")
-
-
 # ------------------------------------------------------------------------------------------ NaN guard
 
 
@@ -119,6 +114,8 @@ def check_schedule(config) -> None:
         raise ValueError("log_every, val_every and checkpoint_every must be >= 1")
     if config.max_bad_steps < 1:
         raise ValueError("max_bad_steps must be >= 1")
+    if not 0.0 <= config.final_lr_ratio <= 1.0:
+        raise ValueError(f"final_lr_ratio must be in [0, 1] (1: constant learning rate), got {config.final_lr_ratio}")
 
 
 class TrainingState:

@@ -99,7 +99,6 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         loop.check_schedule(self)
-        loop.check_final_lr_ratio(self.final_lr_ratio)
 
 
 @dataclass

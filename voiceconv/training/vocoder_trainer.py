@@ -129,7 +129,6 @@ class VocoderTrainConfig:
         self.betas = tuple(self.betas)
         self.stft_resolutions = tuple(tuple(int(v) for v in r) for r in self.stft_resolutions)
         check_schedule(self)
-        loop.check_final_lr_ratio(self.final_lr_ratio)
 
 
 EXAMPLE_CONFIG = "voiceconv/conf/vocoder_istft.yaml"  # named in the CLI's error when --config is missing
