@@ -371,7 +371,7 @@ def test_torchrun_two_processes_train_and_save(corpus, tmp_path):
 
 # ---------------------------------------------------------------- de-noising, references, warm start
 
-DENOISE = ["train.channel.probability=1.0", "train.separate_reference=true"]
+DENOISE = ["train.channel.probability=1.0", "train.separate_reference=true", "train.content_warp.probability=0.8"]
 
 
 def test_batcher_reference_is_another_segment_of_the_same_speaker(corpus):
@@ -401,7 +401,7 @@ def test_batcher_reference_is_another_segment_of_the_same_speaker(corpus):
 
 
 def test_denoising_training_learns_and_moves_every_parameter(corpus, tmp_path):
-    """Channel-corrupted encoder inputs, a separate reference segment and CPU bf16: the clean-target loss falls
+    """Channel-corrupted and warped encoder inputs, a separate reference segment and CPU bf16: the clean-target loss falls
     and every parameter moves."""
     run = tmp_path / "run"
     initial = VCModel(experiment().model).state_dict()  # the loop's seed_everything gives the same init

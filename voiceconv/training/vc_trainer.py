@@ -49,6 +49,7 @@ from voiceconv.models.vc_model import VCConfig, VCModel
 from voiceconv.training import loop
 from voiceconv.training.augment import AugmentConfig, augment_batch, n_virtual_speakers
 from voiceconv.training.channel import ChannelConfig, corrupt
+from voiceconv.training.content_warp import ContentWarpConfig, warp_content
 from voiceconv.training.data import PreparedCorpus, SegmentBatcher
 from voiceconv.training.distributed import Distributed, any_rank, barrier, seed_everything, unwrap
 from voiceconv.training.run_directory import RunDirectory, RunLogger
@@ -88,6 +89,9 @@ class TrainConfig:
     # Recording-channel corruption (EQ, band limit, reverberation, noise) of the encoders' inputs,
     # the clean mel staying the target: a de-noising auto-encoder (None: off, as in AdaIN-VC).
     channel: ChannelConfig | None = None
+    # A random frequency warp of the content encoder's input only (voiceconv/training/content_warp.py),
+    # so that the decoder takes the voice from the speaker vector (None: off, as in AdaIN-VC).
+    content_warp: ContentWarpConfig | None = None
     # The speaker encoder reads another segment of the same speaker, not the segment being rebuilt
     # (AdaIN-VC: the same segment), so the speaker vector cannot carry what is said.
     separate_reference: bool = False
@@ -151,19 +155,25 @@ def _augment(batch: dict[str, torch.Tensor], state: State) -> dict[str, torch.Te
 
 def _encoder_inputs(batch: dict[str, torch.Tensor], state: State) -> dict[str, torch.Tensor]:
     """The model's ``content_mel`` / ``speaker_mel`` / ``speaker_mask`` (``train.channel``,
-    ``train.separate_reference``); empty when both are off, so the model reads ``mel`` itself."""
+    ``train.content_warp``, ``train.separate_reference``); empty when all are off, so the model reads
+    ``mel`` itself. The reconstruction target is always the clean ``mel``."""
     config = state.config
     inputs: dict[str, torch.Tensor] = {}
     speaker_mel, speaker_mask = batch["mel"], batch["mask"]
     if "ref_mel" in batch:
         speaker_mel, speaker_mask = batch["ref_mel"], batch["ref_mask"]
         inputs.update(speaker_mel=speaker_mel, speaker_mask=speaker_mask)
+    content_mel = batch["mel"]
+    if config.content_warp is not None:
+        # Only the content path is warped: the speaker encoder must still hear the true voice.
+        content_mel = warp_content(content_mel, config.content_warp, _step_generator(state, 3))
+        inputs["content_mel"] = content_mel
     if config.channel is not None:
         # Independent channels for the two encoders: the speaker vector must not depend on the room
         # and microphone either, and the decoder must rebuild the clean mel from both.
         generator = _step_generator(state, 2)
         mel_config = unwrap(state.model).mel_config
-        inputs["content_mel"] = corrupt(batch["mel"], config.channel, generator, mel_config, batch["mask"])
+        inputs["content_mel"] = corrupt(content_mel, config.channel, generator, mel_config, batch["mask"])
         inputs["speaker_mel"] = corrupt(speaker_mel, config.channel, generator, mel_config, speaker_mask)
         inputs["speaker_mask"] = speaker_mask
     return inputs

@@ -1,0 +1,83 @@
+"""The content encoder's voice perturbation (voiceconv/training/content_warp.py) and its place in the trainer."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from voiceconv.errors import ConfigError
+from voiceconv.training.content_warp import ContentWarpConfig, draw_alpha, warp_content
+
+N_MELS = 80
+FLOOR = math.log(1e-5)
+
+
+def formant_mel(peak_bin: float, batch: int = 4, frames: int = 30) -> torch.Tensor:
+    """Log-mels ``(B, 80, T)`` with one broad spectral peak at ``peak_bin`` and silent padding at the end."""
+    bins = torch.arange(N_MELS, dtype=torch.float32)
+    envelope = -8.0 + 6.0 * torch.exp(-0.5 * ((bins - peak_bin) / 3.0) ** 2)  # (n_mels,)
+    mel = envelope[None, :, None].expand(batch, N_MELS, frames).clone()
+    mel[..., -5:] = FLOOR  # padding frames at the log floor
+    return mel
+
+
+def test_a_warp_moves_the_formant_and_keeps_padding_at_the_floor():
+    mel = formant_mel(peak_bin=30.0)
+    config = ContentWarpConfig(alpha=(1.15, 1.15), probability=1.0)
+    up = warp_content(mel, config, torch.Generator().manual_seed(0))
+    down = warp_content(mel, ContentWarpConfig(alpha=(0.87, 0.87), probability=1.0), torch.Generator().manual_seed(0))
+    peak = lambda m: int(m[0, :, 0].argmax())  # noqa: E731
+    # Output bin k reads input bin k / alpha: a longer vocal tract (alpha < 1) lowers the formant.
+    assert peak(up) == pytest.approx(30 * 1.15, abs=1)
+    assert peak(down) == pytest.approx(30 * 0.87, abs=1)
+    assert torch.allclose(up[..., -5:], torch.full_like(up[..., -5:], FLOOR))
+    assert up.shape == mel.shape
+
+
+def test_probability_and_range_of_the_draws():
+    config = ContentWarpConfig(alpha=(0.8, 1.25), probability=0.7)
+    alpha = draw_alpha(20_000, config, torch.Generator().manual_seed(1))
+    warped = alpha != 1.0
+    assert warped.float().mean().item() == pytest.approx(0.7, abs=0.02)
+    assert alpha.min() >= 0.8 and alpha.max() <= 1.25
+    # Log-uniform: a warp up and its inverse down are equally likely.
+    assert (alpha[warped] > 1.0).float().mean().item() == pytest.approx(0.5, abs=0.02)
+    again = draw_alpha(20_000, config, torch.Generator().manual_seed(1))
+    assert torch.equal(alpha, again)
+    off = warp_content(formant_mel(30.0), ContentWarpConfig(probability=0.0), torch.Generator().manual_seed(0))
+    assert torch.allclose(off, formant_mel(30.0))
+
+
+@pytest.mark.parametrize("field, value", [("alpha", (1.2, 1.1)), ("alpha", (0.0, 1.1)), ("probability", 1.5),
+                                          ("boundary", 1.0)])
+def test_bad_settings_are_refused(field, value):
+    with pytest.raises(ConfigError, match=f"content_warp.{field}"):
+        ContentWarpConfig(**{field: value})
+
+
+def test_only_the_content_input_is_warped_in_training(tmp_path):
+    """The trainer feeds the warped mel to the content encoder; the speaker encoder and the target keep the voice."""
+    import voiceconv
+    from voiceconv.models.vc_model import VCModel
+    from voiceconv.training.distributed import Distributed
+    from voiceconv.training.loop import NanGuard
+    from voiceconv.training.vc_trainer import State, _encoder_inputs, load_experiment
+
+    debug_config = Path(voiceconv.__file__).parent / "conf" / "debug.yaml"
+    experiment = load_experiment(debug_config, ["train.content_warp.probability=1.0"])
+    model = VCModel(experiment.model)
+    state = State(model, torch.optim.Adam(model.parameters()), experiment.train, Distributed(), NanGuard(5))
+    mel = formant_mel(30.0, batch=8)
+    batch = {"mel": mel, "mask": torch.ones(8, mel.shape[-1]), "speaker": torch.zeros(8, dtype=torch.long)}
+    inputs = _encoder_inputs(batch, state)
+    assert set(inputs) == {"content_mel"}  # the speaker encoder reads batch["mel"], the true voice
+    moved = (inputs["content_mel"] - mel).abs().amax(dim=(1, 2))  # (B,)
+    assert (moved > 1e-3).all()  # every content input is warped
+    assert torch.equal(batch["mel"], formant_mel(30.0, batch=8))  # the target is untouched
+    # The same step draws the same warps (exact resume); the next step draws others.
+    assert torch.equal(_encoder_inputs(batch, state)["content_mel"], inputs["content_mel"])
+    state.step += 1
+    assert not torch.equal(_encoder_inputs(batch, state)["content_mel"], inputs["content_mel"])
