@@ -401,8 +401,8 @@ def test_batcher_reference_is_another_segment_of_the_same_speaker(corpus):
 
 
 def test_denoising_training_learns_and_moves_every_parameter(corpus, tmp_path):
-    """Channel-corrupted and warped encoder inputs, a separate reference segment and CPU bf16: the clean-target loss falls
-    and every parameter moves."""
+    """Channel-corrupted and warped encoder inputs, a separate reference segment and CPU bf16: the clean-target
+    loss falls and every parameter moves."""
     run = tmp_path / "run"
     initial = VCModel(experiment().model).state_dict()  # the loop's seed_everything gives the same init
     train(experiment("train.steps=120", "train.batch_size=16", "train.segment_frames=64", "train.lr=0.001",
