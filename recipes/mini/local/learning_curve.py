@@ -83,11 +83,14 @@ def main() -> None:
 
     # One shared legend under the plots: with a dozen runs, legends inside the axes hide the points.
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2 + 0.17 * (len(lines) + 2)))
-    for label, points in lines.items():
+    # tab10 repeats after ten lines, which made two runs look like one; tab20 gives each its own colour.
+    colours = plt.get_cmap("tab20").colors
+    for index, (label, points) in enumerate(lines.items()):
         points = sorted(points, key=lambda p: p[0])
         steps = [p[0] for p in points]
-        left.plot(steps, [p[1]["similarity"] for p in points], "o-", label=label)
-        right.plot(steps, [100 * p[1]["wer"] for p in points], "o-", label=label)
+        colour = colours[(2 * index) % 20 + (2 * index) // 20 % 2]  # the dark shades first, then the light
+        left.plot(steps, [p[1]["similarity"] for p in points], "o-", label=label, color=colour)
+        right.plot(steps, [100 * p[1]["wer"] for p in points], "o-", label=label, color=colour)
     left.axhline(0.75, color="grey", linestyle=":", label="issue 12 targets (similarity 0.75, WER 35 %)")
     right.axhline(35, color="grey", linestyle=":", label="issue 12 target (35 %)")
     left.set(xlabel="training steps (batch x segment differ by round; see the table)",
