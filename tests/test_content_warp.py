@@ -81,3 +81,24 @@ def test_only_the_content_input_is_warped_in_training(tmp_path):
     assert torch.equal(_encoder_inputs(batch, state)["content_mel"], inputs["content_mel"])
     state.step += 1
     assert not torch.equal(_encoder_inputs(batch, state)["content_mel"], inputs["content_mel"])
+
+
+def test_with_the_channel_on_the_speaker_input_is_the_same_with_or_without_the_warp():
+    """The warp draws from its own stream: the speaker encoder's channel-corrupted input does not change."""
+    import voiceconv
+    from voiceconv.models.vc_model import VCModel
+    from voiceconv.training.distributed import Distributed
+    from voiceconv.training.loop import NanGuard
+    from voiceconv.training.vc_trainer import State, _encoder_inputs, load_experiment
+
+    debug_config = Path(voiceconv.__file__).parent / "conf" / "debug.yaml"
+    mel = formant_mel(30.0, batch=8)
+    batch = {"mel": mel, "mask": torch.ones(8, mel.shape[-1]), "speaker": torch.zeros(8, dtype=torch.long)}
+    inputs = {}
+    for name, overrides in {"plain": [], "warped": ["train.content_warp.probability=1.0"]}.items():
+        experiment = load_experiment(debug_config, ["train.channel.probability=1.0", *overrides])
+        model = VCModel(experiment.model)
+        state = State(model, torch.optim.Adam(model.parameters()), experiment.train, Distributed(), NanGuard(5))
+        inputs[name] = _encoder_inputs(batch, state)
+    assert torch.equal(inputs["plain"]["speaker_mel"], inputs["warped"]["speaker_mel"])
+    assert not torch.allclose(inputs["plain"]["content_mel"], inputs["warped"]["content_mel"], atol=1e-3)
