@@ -24,6 +24,7 @@ Prints the mean ± s.e. of each row, and the share at or above the judge's EER t
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -80,7 +81,9 @@ def main(argv: list[str] | None = None) -> int:
             with torch.inference_mode():
                 resynthesis = vc.vocoder.decode(mel.unsqueeze(0))[0].numpy()
             voice = vc.embed_speaker(refs, adapt_steps=args.adapt_steps)
-            voice_unfitted = vc.embed_speaker(refs, adapt_steps=0)
+            # The fitted voice keeps the encoder's own mean: the unfitted voice without reading the clips again.
+            voice_unfitted = voice if voice.encoder_embedding is None else dataclasses.replace(
+                voice, embedding=voice.encoder_embedding, encoder_embedding=None, adapt_steps=0)
             other = rng.choice([s for s in speakers if s != speaker])
             other_clip = clips[other][k % len(clips[other])]
             scores = [embed(audio, vc.sample_rate), embed(resynthesis, vc.sample_rate),

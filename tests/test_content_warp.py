@@ -24,6 +24,25 @@ def formant_mel(peak_bin: float, batch: int = 4, frames: int = 30) -> torch.Tens
     return mel
 
 
+def trainer_state(*overrides: str):
+    """A VC trainer ``State`` on the packaged debug config with ``overrides`` (dotted keys)."""
+    import voiceconv
+    from voiceconv.models.vc_model import VCModel
+    from voiceconv.training.distributed import Distributed
+    from voiceconv.training.loop import NanGuard
+    from voiceconv.training.vc_trainer import State, load_experiment
+
+    experiment = load_experiment(Path(voiceconv.__file__).parent / "conf" / "debug.yaml", list(overrides))
+    model = VCModel(experiment.model)
+    return State(model, torch.optim.Adam(model.parameters()), experiment.train, Distributed(), NanGuard(5))
+
+
+def batch_of(mel: torch.Tensor) -> dict[str, torch.Tensor]:
+    """A training batch of ``mel (B, n_mels, T)`` with no padding and one speaker."""
+    return {"mel": mel, "mask": torch.ones(mel.shape[0], mel.shape[-1]),
+            "speaker": torch.zeros(mel.shape[0], dtype=torch.long)}
+
+
 def test_a_warp_moves_the_formant_and_keeps_padding_at_the_floor():
     mel = formant_mel(peak_bin=30.0)
     config = ContentWarpConfig(alpha=(1.15, 1.15), probability=1.0)
@@ -58,20 +77,13 @@ def test_bad_settings_are_refused(field, value):
         ContentWarpConfig(**{field: value})
 
 
-def test_only_the_content_input_is_warped_in_training(tmp_path):
+def test_only_the_content_input_is_warped_in_training():
     """The trainer feeds the warped mel to the content encoder; the speaker encoder and the target keep the voice."""
-    import voiceconv
-    from voiceconv.models.vc_model import VCModel
-    from voiceconv.training.distributed import Distributed
-    from voiceconv.training.loop import NanGuard
-    from voiceconv.training.vc_trainer import State, _encoder_inputs, load_experiment
+    from voiceconv.training.vc_trainer import _encoder_inputs
 
-    debug_config = Path(voiceconv.__file__).parent / "conf" / "debug.yaml"
-    experiment = load_experiment(debug_config, ["train.content_warp.probability=1.0"])
-    model = VCModel(experiment.model)
-    state = State(model, torch.optim.Adam(model.parameters()), experiment.train, Distributed(), NanGuard(5))
+    state = trainer_state("train.content_warp.probability=1.0")
     mel = formant_mel(30.0, batch=8)
-    batch = {"mel": mel, "mask": torch.ones(8, mel.shape[-1]), "speaker": torch.zeros(8, dtype=torch.long)}
+    batch = batch_of(mel)
     inputs = _encoder_inputs(batch, state)
     assert set(inputs) == {"content_mel"}  # the speaker encoder reads batch["mel"], the true voice
     moved = (inputs["content_mel"] - mel).abs().amax(dim=(1, 2))  # (B,)
@@ -85,20 +97,10 @@ def test_only_the_content_input_is_warped_in_training(tmp_path):
 
 def test_with_the_channel_on_the_speaker_input_is_the_same_with_or_without_the_warp():
     """The warp draws from its own stream: the speaker encoder's channel-corrupted input does not change."""
-    import voiceconv
-    from voiceconv.models.vc_model import VCModel
-    from voiceconv.training.distributed import Distributed
-    from voiceconv.training.loop import NanGuard
-    from voiceconv.training.vc_trainer import State, _encoder_inputs, load_experiment
+    from voiceconv.training.vc_trainer import _encoder_inputs
 
-    debug_config = Path(voiceconv.__file__).parent / "conf" / "debug.yaml"
-    mel = formant_mel(30.0, batch=8)
-    batch = {"mel": mel, "mask": torch.ones(8, mel.shape[-1]), "speaker": torch.zeros(8, dtype=torch.long)}
-    inputs = {}
-    for name, overrides in {"plain": [], "warped": ["train.content_warp.probability=1.0"]}.items():
-        experiment = load_experiment(debug_config, ["train.channel.probability=1.0", *overrides])
-        model = VCModel(experiment.model)
-        state = State(model, torch.optim.Adam(model.parameters()), experiment.train, Distributed(), NanGuard(5))
-        inputs[name] = _encoder_inputs(batch, state)
+    batch = batch_of(formant_mel(30.0, batch=8))
+    inputs = {name: _encoder_inputs(batch, trainer_state("train.channel.probability=1.0", *overrides))
+              for name, overrides in {"plain": [], "warped": ["train.content_warp.probability=1.0"]}.items()}
     assert torch.equal(inputs["plain"]["speaker_mel"], inputs["warped"]["speaker_mel"])
     assert not torch.allclose(inputs["plain"]["content_mel"], inputs["warped"]["content_mel"], atol=1e-3)
