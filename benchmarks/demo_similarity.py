@@ -6,8 +6,9 @@ Reads the per-pair results of a `voiceconv evaluate` run (``pairs.csv``: each co
 target references and the judge's similarity ``sim_output``) and scores the same outputs the ways the
 demo can: the independent judge itself (shown when the ``[eval]`` extra is installed), and the model's
 own speaker encoder (shown otherwise, placed among real same-speaker pairs by
-``similarity_calibration.json``; that placement is monotone, so it ranks like the raw cosine).
-Prints the Spearman rank correlation of each with the judge, over the pairs.
+``similarity_calibration.json``; that placement is monotone, so it ranks like the cosine it is of:
+centred on the calibration's centre when it has one, else raw). Prints the Spearman rank correlation
+of each with the judge, over the pairs.
 """
 
 from __future__ import annotations
@@ -28,24 +29,30 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from scipy.stats import spearmanr
 
+    from voiceconv.audio import load_audio
     from voiceconv.convert.converter import VoiceConverter
+    from voiceconv.demo.similarity import load_calibration, own_similarity
 
     torch.set_num_threads(args.threads)
     vc = VoiceConverter.from_pretrained(args.model, vocoder="griffin-lim", device="cpu")
     with open(Path(args.eval) / "pairs.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
-    judge, own = [], []
+    calibration = load_calibration(Path(args.model) if args.model else None)
+    centred = calibration is not None and calibration.center is not None
+    judge, own, raw = [], [], []
     speakers = {}
     for row in rows:
         refs = tuple(row["target"].split(";"))
         if refs not in speakers:
             speakers[refs] = vc.embed_speaker(list(refs))
-        own.append(vc.similarity(row["output"], speakers[refs]))
+        output = load_audio(row["output"], vc.sample_rate)
+        raw.append(vc.similarity(output, speakers[refs], source_rate=vc.sample_rate))
+        own.append(own_similarity(vc, output, speakers[refs], calibration) if centred else raw[-1])
         judge.append(float(row["sim_output"]))
-    rho_own = spearmanr(own, judge).statistic
     print(f"{len(rows)} conversions from {args.eval}")
     print(f"Spearman with the judge: the judge itself (demo with [eval]) 1.000; the model's own encoder "
-          f"(demo without [eval], raw or calibrated) {rho_own:.3f}")
+          f"(demo without [eval], {'centred, as the demo shows it' if centred else 'raw: no centred calibration'}) "
+          f"{spearmanr(own, judge).statistic:.3f}; its raw cosine {spearmanr(raw, judge).statistic:.3f}")
     print(f"own-encoder similarity: mean {sum(own) / len(own):.3f}, range {min(own):.3f}-{max(own):.3f}; "
           f"judge: mean {sum(judge) / len(judge):.3f}, range {min(judge):.3f}-{max(judge):.3f}")
     return 0

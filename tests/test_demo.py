@@ -495,6 +495,10 @@ def test_similarity_text_names_the_measure_and_how_to_read_it():
             "(and than 100 % of different-speaker pairs)") in calibrated
     assert "the source, before conversion, was closer to the target than 0 % of real same-speaker pairs" in calibrated
     assert "12 training speakers" in calibrated and "Resemblyzer cosine" not in calibrated
+    calibration.center = np.full(4, 0.1)  # a centred calibration says so in the header and the note
+    centred = result_markdown(result_with(Similarity(CALIBRATED, ["t"], [0.95], [0.75], calibration)))
+    assert "| own-encoder cosine, centred | closer than real same-speaker pairs |" in centred
+    assert "after the direction all voices share is taken out (a centred cosine)" in centred
 
     raw = result_markdown(result_with(Similarity(OWN, ["t"], [0.99], [0.9])))
     assert "| own-encoder cosine (uncalibrated) |" in raw
@@ -631,6 +635,116 @@ def test_similarity_calibration_from_corpus_spans(tmp_path):
     (tmp_path / FILE_NAME).write_text('{"format": "something else"}')
     with pytest.raises(CheckpointError, match="cannot read the similarity calibration"):
         SimilarityCalibration.load(tmp_path)
+
+
+def test_centred_similarity_calibration_takes_out_the_shared_direction(tmp_path):
+    """Every voice shares one direction of the speaker space; centring on it keeps a voice close to
+    itself and pulls different voices apart, round-trips with the file, and old raw files still load."""
+    import json
+
+    from voiceconv.demo.calibration import (
+        FILE_NAME,
+        SimilarityCalibration,
+        centred_cosine,
+        mean_direction,
+        pair_cosines,
+        span_vectors,
+    )
+    from voiceconv.errors import CheckpointError
+
+    rng = np.random.default_rng(0)
+    shared = 4.0 * rng.normal(size=16)  # the direction all voices share dominates each vector
+    voices = {name: shared + rng.normal(size=16) for name in "abcdef"}
+    utterances = [SimpleNamespace(speaker=s, n_frames=400) for s in "abcdef" for _ in range(3)]
+
+    class Corpus:
+        mel_config = SimpleNamespace(sample_rate=22050, hop_length=256)
+
+        def __init__(self):
+            self.utterances, self.drawn = utterances, 0
+
+        def indices_for(self, speakers):
+            return [i for i, u in enumerate(utterances) if u.speaker in speakers]
+
+        def mel(self, index, start, length):
+            self.drawn += 1
+            noise = np.random.default_rng(self.drawn).normal(scale=0.2, size=16)
+            return np.tile((voices[utterances[index].speaker] + noise)[:, None], (1, length))  # (n_mels, T)
+
+    corpus = Corpus()
+    embed = lambda mel: mel[:, 0]  # noqa: E731
+    center = mean_direction(span_vectors(corpus, embed, list("abcdef"), 200, seed=2))
+    unit_shared = shared / np.linalg.norm(shared)
+    assert 0.8 < np.linalg.norm(center) < 1.0 and np.dot(center, unit_shared) / np.linalg.norm(center) > 0.95
+    raw_same, raw_different = pair_cosines(corpus, embed, list("abcdef"), 60, seed=1)
+    same, different = pair_cosines(corpus, embed, list("abcdef"), 60, seed=1, center=center)
+    assert np.mean(raw_different) > 0.85  # raw: any two voices look alike
+    assert np.mean(same) > 0.9 and np.mean(different) < 0.4  # centred: only the same voice does
+    a, b = voices["a"], voices["b"]
+    assert centred_cosine(a, b) == pytest.approx(np.dot(a, b) / np.linalg.norm(a) / np.linalg.norm(b))
+    assert centred_cosine(a, 3.0 * a, center) == pytest.approx(1.0)  # scale does not matter, only direction
+    assert np.isnan(centred_cosine(a, np.zeros(16), center)) and np.isnan(centred_cosine(None, a, center))
+
+    calibration = SimilarityCalibration.from_cosines(same, different, method="centred", center=center)
+    assert calibration.score(a, b) == pytest.approx(centred_cosine(a, b, center))
+    calibration.save(tmp_path)
+    assert json.loads((tmp_path / FILE_NAME).read_text())["format_version"] == 2
+    loaded = SimilarityCalibration.load(tmp_path)
+    assert loaded.center == pytest.approx(center, abs=1e-6) and loaded.score(a, b) == pytest.approx(
+        calibration.score(a, b), abs=1e-5)
+    # A version-1 file (raw cosines, no centre) still loads, and scores raw.
+    old = json.loads((tmp_path / FILE_NAME).read_text())
+    old.pop("center")
+    old["format_version"] = 1
+    (tmp_path / FILE_NAME).write_text(json.dumps(old))
+    assert SimilarityCalibration.load(tmp_path).center is None
+    assert SimilarityCalibration.load(tmp_path).score(a, b) == pytest.approx(centred_cosine(a, b))
+    old["center"], old["format_version"] = (2.0 * unit_shared).tolist(), 2  # not a mean of unit vectors
+    (tmp_path / FILE_NAME).write_text(json.dumps(old))
+    with pytest.raises(CheckpointError, match="centre"):
+        SimilarityCalibration.load(tmp_path)
+
+
+def test_own_similarity_is_the_calibrations_centred_score():
+    """With a centred calibration the demo scores the same centred cosine its quantiles are of, on the
+    encoder's (unfitted) vectors; without one, the converter's raw similarity."""
+    import torch
+
+    from voiceconv.demo.calibration import SimilarityCalibration, centred_cosine
+    from voiceconv.demo.similarity import own_similarity
+    from voiceconv.errors import VoiceconvError
+
+    rng = np.random.default_rng(3)
+    clip_vector, target_vector = torch.from_numpy(rng.normal(size=8)), torch.from_numpy(rng.normal(size=8))
+    center = 0.3 * rng.normal(size=8) / np.sqrt(8)
+
+    class Converter:
+        sample_rate = 22050
+
+        def __init__(self):
+            self.calls = []
+
+        def embed_speaker(self, audio, adapt_steps=None):
+            self.calls.append(("embed", adapt_steps))
+            if not np.abs(audio[1]).max():
+                raise VoiceconvError("too little sound")
+            return SimpleNamespace(embedding=clip_vector)
+
+        def load_speaker(self, speaker):
+            return SimpleNamespace(comparison_embedding=target_vector)
+
+        def similarity(self, audio, speaker, source_rate=None):
+            self.calls.append(("raw", source_rate))
+            return 0.5
+
+    calibration = SimilarityCalibration.from_cosines([0.9, 1.0], [0.1, 0.2], center=center)
+    converter, audio = Converter(), np.ones(100, np.float32)
+    assert own_similarity(converter, audio, "t", calibration) == pytest.approx(
+        centred_cosine(clip_vector.numpy(), target_vector.numpy(), center))
+    assert converter.calls == [("embed", 0)]  # unfitted, as VoiceConverter.similarity embeds
+    assert own_similarity(converter, audio, "t", SimilarityCalibration.from_cosines([0.9, 1.0], [0.1, 0.2])) == 0.5
+    assert own_similarity(converter, audio, "t") == 0.5
+    assert np.isnan(own_similarity(converter, np.zeros(100, np.float32), "t", calibration))
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -291,8 +291,9 @@ class DemoBackend:
                               [cosine(source_vector, t) for t in targets])
         calibration = self.calibrations.get(model)
         return Similarity(CALIBRATED if calibration is not None else OWN, labels,
-                          [own_similarity(converter, result, voice.speaker) for voice in voices],
-                          [own_similarity(converter, source, voice.speaker) for voice in voices], calibration)
+                          [own_similarity(converter, result, voice.speaker, calibration) for voice in voices],
+                          [own_similarity(converter, source, voice.speaker, calibration) for voice in voices],
+                          calibration)
 
     def input_warnings(self, converter, source: np.ndarray, voices: list[TargetVoice]) -> list[str]:
         """The input check's phrases for the source and every reference clip (``VoiceConverter.check_input``)."""

@@ -8,6 +8,12 @@ model): the raw cosine says little. Ranked among the cosines of *real* pairs it 
 two random spans of training speech, for same-speaker pairs and for different-speaker pairs, with
 the method and data described. ``recipes/mini/local/calibrate_similarity.py`` writes it; the demo
 reads it with :meth:`SimilarityCalibration.load`. It is display only: nothing in a conversion reads it.
+
+Since format version 2 it also holds a ``center``: the mean of the unit speaker vectors of training
+speech. Every voice shares that direction (it is why any two voices score 0.8 or more), so the
+cosine is taken after subtracting it (:meth:`SimilarityCalibration.score`), and the quantiles are of
+that centred cosine. It ranks conversions more like the independent judge than the raw cosine does
+(``benchmarks/demo_similarity.py``; figures in the model card).
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from voiceconv.errors import CheckpointError
 
 FILE_NAME = "similarity_calibration.json"
 FORMAT = "voiceconv-similarity-calibration"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: adds the centre direction; version-1 files (raw cosines) still load
 N_QUANTILES = 101  # every percentile, 0 to 100
 MIN_FRAMES = 86  # 1 s at 22.05 kHz / hop 256: the shortest span worth embedding (the demo's minimum is 0.5 s)
 
@@ -39,12 +45,22 @@ class SimilarityCalibration:
     method: str = ""
     data: dict = field(default_factory=dict)
     model_file_sha256: str = ""  # config.json's "sha256" of the model the cosines came from
+    center: np.ndarray | None = None  # (D,) mean unit speaker vector of training speech; None: raw cosines
 
     def __post_init__(self) -> None:
         self.same = np.sort(np.asarray(self.same, dtype=np.float64).reshape(-1))
         self.different = np.sort(np.asarray(self.different, dtype=np.float64).reshape(-1))
         if self.same.size < 2 or self.different.size < 2:
             raise ValueError("a similarity calibration needs at least 2 quantiles per kind of pair")
+        if self.center is not None:
+            self.center = np.asarray(self.center, dtype=np.float64).reshape(-1)
+            if not np.all(np.isfinite(self.center)) or not 0.0 <= np.linalg.norm(self.center) < 1.0:
+                raise ValueError("the centre must be a finite mean of unit vectors (norm below 1)")
+
+    def score(self, first, second) -> float:
+        """The cosine these quantiles are of, for two speaker vectors ``(D,)``: centred when the
+        calibration has a centre, else raw. NaN when either vector is missing, zero or not finite."""
+        return centred_cosine(first, second, self.center)
 
     @classmethod
     def from_cosines(cls, same: list[float], different: list[float], n_quantiles: int = N_QUANTILES,
@@ -84,6 +100,7 @@ class SimilarityCalibration:
             "levels": np.linspace(0.0, 1.0, self.same.size).round(6).tolist(),
             "same_speaker_quantiles": self.same.round(6).tolist(),
             "different_speaker_quantiles": self.different.round(6).tolist(),
+            **({"center": self.center.round(6).tolist()} if self.center is not None else {}),
         }
 
     def save(self, directory: str | Path) -> Path:
@@ -101,13 +118,38 @@ class SimilarityCalibration:
             return None
         try:
             meta = json.loads(path.read_text())
-            if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
-                raise ValueError(f"not a version-{FORMAT_VERSION} {FORMAT} file")
+            if meta.get("format") != FORMAT or meta.get("format_version") not in (1, FORMAT_VERSION):
+                raise ValueError(f"not a version-1 or version-{FORMAT_VERSION} {FORMAT} file")
             return cls(meta["same_speaker_quantiles"], meta["different_speaker_quantiles"], meta.get("method", ""),
-                       meta.get("data", {}), meta.get("model_file_sha256", ""))
+                       meta.get("data", {}), meta.get("model_file_sha256", ""), meta.get("center"))
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise CheckpointError(f"{path}: cannot read the similarity calibration ({error}); re-run "
                                   "recipes/mini/local/calibrate_similarity.py or delete the file") from None
+
+
+def centred_cosine(first, second, center: np.ndarray | None = None) -> float:
+    """Cosine of two speaker vectors ``(D,)`` after each is scaled to unit length and ``center`` ``(D,)``
+    subtracted (None: the plain cosine). NaN when either is missing, zero or not finite."""
+    if first is None or second is None:
+        return math.nan
+    vectors = []
+    for vector in (first, second):
+        vector = np.asarray(vector.detach().cpu() if hasattr(vector, "detach") else vector, np.float64).reshape(-1)
+        norm = np.linalg.norm(vector)
+        if not np.isfinite(norm) or norm == 0.0:
+            return math.nan
+        vectors.append(vector / norm - (center if center is not None else 0.0))
+    norms = np.linalg.norm(vectors[0]) * np.linalg.norm(vectors[1])
+    return float(np.dot(vectors[0], vectors[1]) / norms) if norms > 0.0 else math.nan
+
+
+def mean_direction(vectors) -> np.ndarray:
+    """``(D,)`` mean of the unit-length versions of ``vectors`` ``[(D,), ...]``: the direction all voices share."""
+    units = [np.asarray(v, np.float64).reshape(-1) for v in vectors]
+    units = [v / np.linalg.norm(v) for v in units if np.isfinite(np.linalg.norm(v)) and np.linalg.norm(v) > 0]
+    if not units:
+        raise ValueError("no non-zero speaker vectors to average")
+    return np.mean(units, axis=0)
 
 
 def _share_below(quantiles: np.ndarray, cosine: float) -> float:
@@ -146,13 +188,34 @@ def same_speaker_spans(rng: np.random.Generator, utterances: list, indices: list
     return (index, start_a, length_a), (index, half + start_b, length_b)
 
 
+def span_vectors(corpus, embed: Callable[[np.ndarray], np.ndarray], speakers: list[str], count: int,
+                 seconds: tuple[float, float] = (2.0, 6.0), seed: int = 0) -> list[np.ndarray]:
+    """Speaker vectors ``[(D,), ...]`` of ``count`` random spans: a speaker drawn uniformly, then one of
+    their utterances (as :func:`pair_cosines` draws them), for :func:`mean_direction`."""
+    rng = np.random.default_rng(seed)
+    frames_per_second = corpus.mel_config.sample_rate / corpus.mel_config.hop_length
+    low = max(MIN_FRAMES, int(seconds[0] * frames_per_second))
+    high = max(low, int(seconds[1] * frames_per_second))
+    by_speaker = [indices for indices in (corpus.indices_for([s]) for s in speakers) if indices]
+    if not by_speaker:
+        raise ValueError("no utterances of the given speakers")
+    vectors = []
+    for _ in range(count):
+        indices = by_speaker[int(rng.integers(len(by_speaker)))]
+        index = int(rng.choice(indices))
+        vectors.append(embed(corpus.mel(index, *random_span(rng, corpus.utterances[index].n_frames, low, high))))
+    return vectors
+
+
 def pair_cosines(corpus, embed: Callable[[np.ndarray], np.ndarray], speakers: list[str], n_pairs: int,
-                 seconds: tuple[float, float] = (2.0, 6.0), seed: int = 0) -> tuple[list[float], list[float]]:
+                 seconds: tuple[float, float] = (2.0, 6.0), seed: int = 0,
+                 center: np.ndarray | None = None) -> tuple[list[float], list[float]]:
     """Own-encoder cosines of ``n_pairs`` same-speaker and ``n_pairs`` different-speaker span pairs.
 
     ``corpus``: a :class:`voiceconv.training.data.PreparedCorpus` (``.utterances``, ``.indices_for``, ``.mel``,
     ``.mel_config``); ``embed``: log-mel ``(n_mels, T)`` -> speaker vector ``(D,)``. Speakers are drawn
     uniformly (not by utterance count), so one speaker with a thousand utterances does not dominate.
+    ``center``: cosines are centred on it (:func:`centred_cosine`).
     """
     rng = np.random.default_rng(seed)
     frames_per_second = corpus.mel_config.sample_rate / corpus.mel_config.hop_length
@@ -167,8 +230,7 @@ def pair_cosines(corpus, embed: Callable[[np.ndarray], np.ndarray], speakers: li
                          f"{len(by_speaker)} speaker(s)")
 
     def cosine(a: Span, b: Span) -> float:
-        u, v = embed(corpus.mel(*a)), embed(corpus.mel(*b))
-        return float(np.dot(u, v) / max(np.linalg.norm(u) * np.linalg.norm(v), 1e-12))
+        return centred_cosine(embed(corpus.mel(*a)), embed(corpus.mel(*b)), center)
 
     same = []
     while len(same) < n_pairs:

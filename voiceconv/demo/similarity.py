@@ -41,11 +41,17 @@ def judge_available() -> bool:
     return all(importlib.util.find_spec(name) is not None for name in ("resemblyzer", "webrtcvad"))
 
 
-def own_similarity(converter, audio: np.ndarray, target) -> float:
+def own_similarity(converter, audio: np.ndarray, target, calibration: SimilarityCalibration | None = None) -> float:
     """``VoiceConverter.similarity`` of ``audio`` ``(T,)`` (at the model rate) to ``target``; NaN when the
-    clip has too little sound to embed (shown as n/a: a figure of merit must not fail a finished conversion)."""
+    clip has too little sound to embed (shown as n/a: a figure of merit must not fail a finished conversion).
+
+    With a ``calibration`` that has a centre, the cosine is centred on it (the score its quantiles are
+    of, :meth:`SimilarityCalibration.score`); both sides are in the encoder's space, as in ``similarity``."""
     try:
-        return converter.similarity(audio, target, source_rate=converter.sample_rate)
+        if calibration is None or calibration.center is None:
+            return converter.similarity(audio, target, source_rate=converter.sample_rate)
+        vector = converter.embed_speaker((converter.sample_rate, audio), adapt_steps=0).embedding
+        return calibration.score(vector, converter.load_speaker(target).comparison_embedding)
     except VoiceconvError:
         return math.nan
 
@@ -149,15 +155,18 @@ def _calibrated_note(similarity: Similarity) -> str:
     else:
         ranks = "; ".join(f"the result is {calibration.describe(cosine, voice)}"
                           for voice, cosine in zip(similarity.voices, similarity.result))
+    centred = (" after the direction all voices share is taken out (a centred cosine)"
+               if calibration.center is not None else "")
     return ("Measured with the converter's own speaker encoder, whose cosine is high for almost any two voices, so "
-            f"it is ranked among the same encoder's cosines for {where}: {ranks}. Trained together with the "
+            f"it is{centred} ranked among the same encoder's cosines for {where}: {ranks}. Trained together with the "
             "converter, this encoder may favour its conversions; an independent judge (Resemblyzer, with the [eval] "
             "extra) would not.")
 
 
 def similarity_markdown(similarity: Similarity) -> list[str]:
     """The similarity table (a column per voice; with a calibration, a rank column too) and how to read it."""
-    name = {JUDGE: "Resemblyzer cosine", CALIBRATED: "own-encoder cosine",
+    centred = similarity.calibration is not None and similarity.calibration.center is not None
+    name = {JUDGE: "Resemblyzer cosine", CALIBRATED: "own-encoder cosine" + (", centred" if centred else ""),
             OWN: "own-encoder cosine (uncalibrated)"}[similarity.method]
     blend = len(similarity.voices) > 1
     columns: list[tuple[str, Callable[[list[float]], str]]] = []

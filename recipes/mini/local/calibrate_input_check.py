@@ -25,7 +25,8 @@ from voiceconv.models.vc_model import VCModel
 from voiceconv.training.data import PreparedCorpus
 
 
-def spans(corpus, speakers: list[str], count: int, rng, seconds: tuple[float, float] = (2.0, 8.0)) -> tuple[list, list[str]]:
+def spans(corpus, speakers: list[str], count: int, rng,
+          seconds: tuple[float, float] = (2.0, 8.0)) -> tuple[list, list[str]]:
     """``count`` random spans of ``seconds`` (low, high), speaker-balanced: a speaker uniformly, then one
     of their utterances.
 

@@ -4,7 +4,8 @@
 
 Embeds random 2-6 s spans of the prepared training corpus with the model's own speaker encoder and
 writes the sorted quantiles of the cosine for same-speaker pairs (two different spans of one speaker)
-and different-speaker pairs to ``MODEL_DIR/similarity_calibration.json``
+and different-speaker pairs to ``MODEL_DIR/similarity_calibration.json``. The cosine is centred: the mean
+unit vector of ``--center-spans`` other spans (the direction every voice shares) is subtracted first
 (:mod:`voiceconv.demo.calibration`). The web demo then shows where a conversion's own-encoder
 cosine ranks among real pairs when the independent judge (Resemblyzer) is not installed. Display
 only: no conversion reads the file.
@@ -20,7 +21,13 @@ import numpy as np
 import torch
 
 from voiceconv.checkpoint import read_config
-from voiceconv.demo.calibration import N_QUANTILES, SimilarityCalibration, pair_cosines
+from voiceconv.demo.calibration import (
+    N_QUANTILES,
+    SimilarityCalibration,
+    mean_direction,
+    pair_cosines,
+    span_vectors,
+)
 from voiceconv.models.vc_model import VCModel
 from voiceconv.training.data import PreparedCorpus
 
@@ -30,6 +37,8 @@ def main() -> None:
     parser.add_argument("model", help="VC model directory")
     parser.add_argument("--data", required=True, help="prepared training corpus (voiceconv prepare)")
     parser.add_argument("--pairs", type=int, default=2000, help="pairs of each kind (same and different speaker)")
+    parser.add_argument("--center-spans", type=int, default=600,
+                        help="spans whose mean unit vector is the centre (0: raw cosines, a version-1 calibration)")
     parser.add_argument("--quantiles", type=int, default=N_QUANTILES, help="quantiles stored per kind of pair")
     # The recipe's eSpeak voices are synthetic: pairs of them are not the real recordings users bring.
     parser.add_argument("--exclude-speakers", default=r"^syn_", metavar="REGEX",
@@ -49,19 +58,26 @@ def main() -> None:
         with torch.inference_mode():
             return model.embed(torch.from_numpy(np.ascontiguousarray(mel))[None])[0].float().numpy()
 
-    same, different = pair_cosines(corpus, embed, speakers, args.pairs, seed=args.seed)
+    center = (mean_direction(span_vectors(corpus, embed, speakers, args.center_spans, seed=args.seed + 1))
+              if args.center_spans > 0 else None)
+    same, different = pair_cosines(corpus, embed, speakers, args.pairs, seed=args.seed, center=center)
     calibration = SimilarityCalibration.from_cosines(
         same, different, n_quantiles=args.quantiles,
-        method=("cosine of the VC model's own speaker-encoder vectors (VCModel.embed of the log-mel) of two "
+        method=(("centred " if center is not None else "") +
+                "cosine of the VC model's own speaker-encoder vectors (VCModel.embed of the log-mel) of two "
                 "random 2-6 s spans of prepared training speech (silence-trimmed); same speaker: spans of two "
                 "different utterances of one speaker, or two non-overlapping spans of its only utterance; "
-                "different speakers: one span each of two speakers; speakers drawn uniformly"),
+                "different speakers: one span each of two speakers; speakers drawn uniformly" +
+                (f"; centred: each unit vector minus the mean unit vector of {args.center_spans} other random spans"
+                 if center is not None else "")),
         data={"corpus": str(args.data), "speakers": len(speakers), "utterances": len(corpus.indices_for(speakers)),
               "skipped_speakers": args.exclude_speakers, "pairs_per_kind": args.pairs, "seed": args.seed,
+              "center_spans": args.center_spans,
               "same_speaker_mean": round(float(np.mean(same)), 6),
               "different_speaker_mean": round(float(np.mean(different)), 6),
               "note": "the model trained on these speakers; a user's unseen voice may score lower with itself"},
         model_file_sha256=read_config(args.model, "vc_model").get("sha256", ""),
+        center=center,
     )
     path = calibration.save(args.model)
     median = len(calibration.same) // 2
