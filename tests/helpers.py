@@ -4,6 +4,9 @@
 vibrato so it is not a pure tone) shaped by resonances at ``formants``, under a syllable-rate
 envelope. Two voices with different ``f0``/``formants`` differ the way two speakers do (pitch and
 spectral envelope), which is what voice-conversion tests need to measure.
+
+``trainer_state`` and ``batch_of`` build a VC trainer state on the packaged debug config and a
+training batch, for tests of one training step.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 from scipy.signal import lfilter
 
 from voiceconv.training.prepare import ManifestRow, write_manifest
@@ -72,3 +76,22 @@ def write_corpus(
     manifest = directory / "manifest.csv"
     write_manifest(manifest, rows)
     return manifest
+
+
+def trainer_state(*overrides: str):
+    """A VC trainer ``State`` on the packaged debug config with ``overrides`` (dotted keys)."""
+    import voiceconv
+    from voiceconv.models.vc_model import VCModel
+    from voiceconv.training.distributed import Distributed
+    from voiceconv.training.loop import NanGuard
+    from voiceconv.training.vc_trainer import State, load_experiment
+
+    experiment = load_experiment(Path(voiceconv.__file__).parent / "conf" / "debug.yaml", list(overrides))
+    model = VCModel(experiment.model)
+    return State(model, torch.optim.Adam(model.parameters()), experiment.train, Distributed(), NanGuard(5))
+
+
+def batch_of(mel: torch.Tensor) -> dict[str, torch.Tensor]:
+    """A training batch of ``mel (B, n_mels, T)`` with no padding and one speaker."""
+    return {"mel": mel, "mask": torch.ones(mel.shape[0], mel.shape[-1]),
+            "speaker": torch.zeros(mel.shape[0], dtype=torch.long)}

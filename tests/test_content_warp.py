@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
+from helpers import batch_of, trainer_state
 
 from voiceconv.errors import ConfigError
 from voiceconv.training.content_warp import ContentWarpConfig, draw_alpha, warp_content
@@ -22,25 +22,6 @@ def formant_mel(peak_bin: float, batch: int = 4, frames: int = 30) -> torch.Tens
     mel = envelope[None, :, None].expand(batch, N_MELS, frames).clone()
     mel[..., -5:] = FLOOR  # padding frames at the log floor
     return mel
-
-
-def trainer_state(*overrides: str):
-    """A VC trainer ``State`` on the packaged debug config with ``overrides`` (dotted keys)."""
-    import voiceconv
-    from voiceconv.models.vc_model import VCModel
-    from voiceconv.training.distributed import Distributed
-    from voiceconv.training.loop import NanGuard
-    from voiceconv.training.vc_trainer import State, load_experiment
-
-    experiment = load_experiment(Path(voiceconv.__file__).parent / "conf" / "debug.yaml", list(overrides))
-    model = VCModel(experiment.model)
-    return State(model, torch.optim.Adam(model.parameters()), experiment.train, Distributed(), NanGuard(5))
-
-
-def batch_of(mel: torch.Tensor) -> dict[str, torch.Tensor]:
-    """A training batch of ``mel (B, n_mels, T)`` with no padding and one speaker."""
-    return {"mel": mel, "mask": torch.ones(mel.shape[0], mel.shape[-1]),
-            "speaker": torch.zeros(mel.shape[0], dtype=torch.long)}
 
 
 def test_a_warp_moves_the_formant_and_keeps_padding_at_the_floor():

@@ -371,7 +371,8 @@ def test_torchrun_two_processes_train_and_save(corpus, tmp_path):
 
 # ---------------------------------------------------------------- de-noising, references, warm start
 
-DENOISE = ["train.channel.probability=1.0", "train.separate_reference=true", "train.content_warp.probability=0.8"]
+DENOISE = ["train.channel.probability=1.0", "train.separate_reference=true", "train.content_warp.probability=0.8",
+           "train.cycle.share=0.5"]
 
 
 def test_batcher_reference_is_another_segment_of_the_same_speaker(corpus):
@@ -401,8 +402,8 @@ def test_batcher_reference_is_another_segment_of_the_same_speaker(corpus):
 
 
 def test_denoising_training_learns_and_moves_every_parameter(corpus, tmp_path):
-    """Channel-corrupted and warped encoder inputs, a separate reference segment and CPU bf16: the clean-target
-    loss falls and every parameter moves."""
+    """Channel-corrupted and warped encoder inputs, a separate reference segment, the cycle term and CPU bf16:
+    the clean-target loss and the cycle loss fall and every parameter moves."""
     run = tmp_path / "run"
     initial = VCModel(experiment().model).state_dict()  # the loop's seed_everything gives the same init
     train(experiment("train.steps=120", "train.batch_size=16", "train.segment_frames=64", "train.lr=0.001",
@@ -410,6 +411,8 @@ def test_denoising_training_learns_and_moves_every_parameter(corpus, tmp_path):
                      *DENOISE), corpus, run, device="cpu", progress=False)
     curve = [row["loss/rec"] for row in read_metrics(run / "metrics.jsonl") if "loss/rec" in row]
     assert curve[-1] < 0.75 * curve[0], curve
+    cycle = [row["loss/cycle"] for row in read_metrics(run / "metrics.jsonl") if "loss/cycle" in row]
+    assert cycle and cycle[-1] < 0.75 * cycle[0], cycle  # the round trip through another voice learns too
     trained = _parameters(run / "last")
     torch.manual_seed(0)
     for name, value in trained.items():

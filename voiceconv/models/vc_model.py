@@ -48,6 +48,15 @@ class VCConfig:
     speaker_classifier: SpeakerClassifierConfig | None = None  # None = no adversary; set for the adv variants
 
 
+def masked_l1(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean absolute error of ``(B, n_mels, T)`` tensors over the real frames of ``mask (B, T)`` (None: all)."""
+    error = (prediction - target).abs()  # (B, n_mels, T)
+    if mask is None:
+        return error.mean()
+    weight = mask.unsqueeze(1).to(error.dtype)  # (B, 1, T)
+    return (error * weight).sum() / (weight.sum() * error.shape[1]).clamp_min(1.0)
+
+
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -189,8 +198,8 @@ class VCModel(nn.Module):
 
     def forward(self, mel: torch.Tensor, speaker_ids: torch.Tensor | None = None,
                 mask: torch.Tensor | None = None, step: int = 0, content_mel: torch.Tensor | None = None,
-                speaker_mel: torch.Tensor | None = None,
-                speaker_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                speaker_mel: torch.Tensor | None = None, speaker_mask: torch.Tensor | None = None,
+                cycle_partner: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Reconstruct ``mel (B, n_mels, T)`` (raw log-mel) and return outputs, losses and metrics.
 
         ``speaker_ids (B,)`` feed the adversarial classifier (skipped when None); ``mask (B, T)``
@@ -198,9 +207,11 @@ class VCModel(nn.Module):
         the target. The content encoder reads ``content_mel`` (same shape; e.g. ``mel`` through a
         noisy channel, for de-noising) and the speaker encoder ``speaker_mel (B, n_mels, T_ref)``
         with ``speaker_mask (B, T_ref)`` (e.g. another segment of the same speaker); each defaults
-        to ``mel`` itself, as in AdaIN-VC. Keys: ``mel_hat``
+        to ``mel`` itself, as in AdaIN-VC. ``cycle_partner (n,)`` (batch indices, ``n <= B``) adds
+        ``loss/cycle``: utterance ``i < n`` converted to the voice of utterance ``cycle_partner[i]``
+        and back (:mod:`voiceconv.training.cycle`). Keys: ``mel_hat``
         (raw log-mel), ``loss/rec``, ``loss/kl`` (0 without the VAE), plus ``loss/vq_commit`` and
-        ``loss/adv`` when those modules exist, and ``metric/*``.
+        ``loss/adv`` when those modules exist, ``loss/cycle`` with partners, and ``metric/*``.
         """
         self._check_mel(mel)
         if mask is not None and mask.shape != (mel.shape[0], mel.shape[2]):
@@ -245,14 +256,30 @@ class VCModel(nn.Module):
             out.update(metrics)
         x_hat = self.decoder(content, speaker, mel.shape[-1], content_mask)
         # L1 in the normalised domain, as AdaIN-VC (its lambda_rec = 10 assumes normalised mels).
-        error = (x_hat - x).abs()  # (B, n_mels, T)
-        if mask is None:
-            out["loss/rec"] = error.mean()
-        else:
-            weight = mask.unsqueeze(1).to(error.dtype)  # (B, 1, T)
-            out["loss/rec"] = (error * weight).sum() / (weight.sum() * error.shape[1]).clamp_min(1.0)
+        out["loss/rec"] = masked_l1(x_hat, x, mask)
+        if cycle_partner is not None:
+            out["loss/cycle"] = self._cycle_loss(content, speaker, cycle_partner, x, mask, content_mask)
         out["mel_hat"] = self.denormalize(x_hat)
         return out
+
+    def _cycle_loss(self, content: torch.Tensor, speaker: torch.Tensor, partner: torch.Tensor, x: torch.Tensor,
+                    mask: torch.Tensor | None, content_mask: torch.Tensor | None) -> torch.Tensor:
+        """L1 between ``x[:n]`` (normalised ``(n, n_mels, T)``) and its round trip through the voices
+        ``speaker[partner]`` and back to ``speaker[:n]``, from the content code ``content (B, C, T')``."""
+        batch = content.shape[0]
+        if partner.dim() != 1 or not 1 <= partner.numel() <= batch or int(partner.min()) < 0 \
+                or int(partner.max()) >= batch:
+            raise VoiceconvError(f"cycle_partner must be (n,) batch indices with 1 <= n <= {batch}, "
+                                 f"got shape {tuple(partner.shape)}")
+        n, frames = partner.numel(), x.shape[-1]
+        first = slice(0, n)
+        sub_mask = mask[first] if mask is not None else None
+        sub_content_mask = content_mask[first] if content_mask is not None else None
+        converted = self.decoder(content[first], speaker[partner], frames, sub_content_mask)  # (n, n_mels, T)
+        mean, _, cycle_content_mask = self.content_encoder(converted, sub_mask)
+        code = self.quantizer(mean, cycle_content_mask)[0] if self.quantizer is not None else mean
+        back = self.decoder(code, speaker[first], frames, cycle_content_mask)  # (n, n_mels, T)
+        return masked_l1(back, x[first], sub_mask)
 
     # ----------------------------------------------------------------------------------------------
     # checkpoints

@@ -50,6 +50,7 @@ from voiceconv.training import loop
 from voiceconv.training.augment import AugmentConfig, augment_batch, n_virtual_speakers
 from voiceconv.training.channel import ChannelConfig, corrupt
 from voiceconv.training.content_warp import ContentWarpConfig, warp_content
+from voiceconv.training.cycle import CycleConfig, draw_partners
 from voiceconv.training.data import PreparedCorpus, SegmentBatcher
 from voiceconv.training.distributed import Distributed, any_rank, barrier, seed_everything, unwrap
 from voiceconv.training.run_directory import RunDirectory, RunLogger
@@ -92,6 +93,9 @@ class TrainConfig:
     # A random frequency warp of the content encoder's input only (voiceconv/training/content_warp.py),
     # so that the decoder takes the voice from the speaker vector (None: off, as in AdaIN-VC).
     content_warp: ContentWarpConfig | None = None
+    # Convert part of each batch to another utterance's voice and back, rebuilding the original
+    # (voiceconv/training/cycle.py; weight lambdas["loss/cycle"]). None: off, as in AdaIN-VC.
+    cycle: CycleConfig | None = None
     # The speaker encoder reads another segment of the same speaker, not the segment being rebuilt
     # (AdaIN-VC: the same segment), so the speaker vector cannot carry what is said.
     separate_reference: bool = False
@@ -191,6 +195,9 @@ def train_step(state: State, batch: dict[str, torch.Tensor]) -> dict[str, float]
     model.train()
     batch = _augment({k: v.to(state.device, non_blocking=True) for k, v in batch.items()}, state)
     inputs = _encoder_inputs(batch, state)
+    if config.cycle is not None:
+        inputs["cycle_partner"] = draw_partners(batch["mel"].shape[0], config.cycle,
+                                                _step_generator(state, 4)).to(state.device)
     with loop.bf16_autocast(state.config.bf16, state.device, cpu=state.config.cpu_bf16):
         out = model(batch["mel"], speaker_ids=batch["speaker"], mask=batch["mask"], step=state.step, **inputs)
     loss_keys = sorted(k for k in out if k.startswith("loss/"))

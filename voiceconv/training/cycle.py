@@ -1,0 +1,52 @@
+"""Cycle consistency: convert part of each batch to another voice and back (``train.cycle``).
+
+An AdaIN-VC auto-encoder is trained only to rebuild an utterance in its own voice, yet it is used
+to render an utterance in *another* voice. Nothing in the reconstruction loss asks that a
+conversion keeps the words: the decoder never sees a content code paired with a foreign speaker
+vector. The cycle term closes that gap without parallel data (as CycleGAN-VC and the cycle
+terms of several VAE-VC papers do, here inside the auto-encoder itself): each chosen utterance
+``x`` of speaker ``a`` is decoded with the speaker vector of another utterance in the batch
+(speaker ``b``), the content encoder reads that converted mel, and the decoder rebuilds it with
+``a``'s vector; the result must match ``x`` (``loss/cycle``, L1 in the normalised domain, as
+``loss/rec``). The content encoder thereby learns to read the words off a converted mel, and the
+decoder to render words that survive the change of voice. :meth:`VCModel.forward` computes the
+term, so that it runs inside the (possibly distributed) forward pass; this module only chooses
+the partners. Its weight is ``lambdas["loss/cycle"]``, like every loss.
+
+Cost: one more decoder and content-encoder pass for each chosen utterance, so ``share`` trades the
+term's signal against step time on a CPU.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from voiceconv.errors import ConfigError
+
+
+@dataclass
+class CycleConfig:
+    share: float = 0.5  # fraction of each batch sent round the cycle (each costs a decoder and an encoder pass)
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.share <= 1.0:
+            raise ConfigError(f"cycle.share must be in (0, 1], got {self.share}")
+
+
+def draw_partners(batch_size: int, config: CycleConfig, generator: torch.Generator) -> torch.Tensor:
+    """``(n,)`` batch indices: utterance ``i < n`` is converted to the voice of utterance ``partner[i]``.
+
+    ``n = ceil(share * batch_size)``. The batch is rolled by a random shift in ``1 .. batch_size - 1``,
+    so no utterance is its own partner (the batcher draws speakers independently, so most partners
+    are other speakers; the rest are still a valid, harder-to-cheat reconstruction).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    count = max(1, min(batch_size, math.ceil(config.share * batch_size)))
+    if batch_size == 1:
+        return torch.zeros(1, dtype=torch.long)
+    shift = int(torch.randint(1, batch_size, (1,), generator=generator))
+    return (torch.arange(count) + shift) % batch_size
