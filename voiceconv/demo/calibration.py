@@ -188,23 +188,32 @@ def same_speaker_spans(rng: np.random.Generator, utterances: list, indices: list
     return (index, start_a, length_a), (index, half + start_b, length_b)
 
 
+def speaker_balanced_spans(corpus, speakers: list[str], count: int, low: int, high: int,
+                           rng: np.random.Generator) -> list[tuple[str, Span]]:
+    """``count`` random ``(speaker, span)`` of ``low``-``high`` frames: a speaker drawn uniformly, then one
+    of their utterances. Drawing utterances uniformly would let one speaker with a thousand utterances
+    set the scale. Speakers without utterances are skipped."""
+    by_speaker = {speaker: corpus.indices_for([speaker]) for speaker in speakers}
+    names = [speaker for speaker, indices in by_speaker.items() if indices]
+    if not names:
+        raise ValueError("no utterances of the given speakers")
+    drawn = []
+    for _ in range(count):
+        speaker = names[int(rng.integers(len(names)))]
+        indices = by_speaker[speaker]
+        index = indices[int(rng.integers(len(indices)))]
+        drawn.append((speaker, (index, *random_span(rng, corpus.utterances[index].n_frames, low, high))))
+    return drawn
+
+
 def span_vectors(corpus, embed: Callable[[np.ndarray], np.ndarray], speakers: list[str], count: int,
                  seconds: tuple[float, float] = (2.0, 6.0), seed: int = 0) -> list[np.ndarray]:
-    """Speaker vectors ``[(D,), ...]`` of ``count`` random spans: a speaker drawn uniformly, then one of
-    their utterances (as :func:`pair_cosines` draws them), for :func:`mean_direction`."""
-    rng = np.random.default_rng(seed)
+    """Speaker vectors ``[(D,), ...]`` of ``count`` :func:`speaker_balanced_spans`, for :func:`mean_direction`."""
     frames_per_second = corpus.mel_config.sample_rate / corpus.mel_config.hop_length
     low = max(MIN_FRAMES, int(seconds[0] * frames_per_second))
     high = max(low, int(seconds[1] * frames_per_second))
-    by_speaker = [indices for indices in (corpus.indices_for([s]) for s in speakers) if indices]
-    if not by_speaker:
-        raise ValueError("no utterances of the given speakers")
-    vectors = []
-    for _ in range(count):
-        indices = by_speaker[int(rng.integers(len(by_speaker)))]
-        index = int(rng.choice(indices))
-        vectors.append(embed(corpus.mel(index, *random_span(rng, corpus.utterances[index].n_frames, low, high))))
-    return vectors
+    spans = speaker_balanced_spans(corpus, speakers, count, low, high, np.random.default_rng(seed))
+    return [embed(corpus.mel(*span)) for _, span in spans]
 
 
 def pair_cosines(corpus, embed: Callable[[np.ndarray], np.ndarray], speakers: list[str], n_pairs: int,

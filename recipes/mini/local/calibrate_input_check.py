@@ -20,29 +20,18 @@ import numpy as np
 import torch
 
 from voiceconv.convert.input_check import calibrate
-from voiceconv.demo.calibration import random_span
+from voiceconv.demo.calibration import speaker_balanced_spans
 from voiceconv.models.vc_model import VCModel
 from voiceconv.training.data import PreparedCorpus
 
 
 def spans(corpus, speakers: list[str], count: int, rng,
           seconds: tuple[float, float] = (2.0, 8.0)) -> tuple[list, list[str]]:
-    """``count`` random spans of ``seconds`` (low, high), speaker-balanced: a speaker uniformly, then one
-    of their utterances.
-
-    Sampling utterances uniformly would let the one speaker with 1102 utterances set the scale.
-    """
-    by_speaker = {s: corpus.indices_for([s]) for s in speakers}
-    mels, labels = [], []
-    for _ in range(count):
-        speaker = speakers[int(rng.integers(len(speakers)))]
-        index = by_speaker[speaker][int(rng.integers(len(by_speaker[speaker])))]
-        frames_per_second = corpus.mel_config.sample_rate / corpus.mel_config.hop_length
-        low, high = (round(s * frames_per_second) for s in seconds)
-        offset, length = random_span(rng, corpus.utterances[index].n_frames, low, high)
-        mels.append(corpus.mel(index, offset, length))
-        labels.append(speaker)
-    return mels, labels
+    """Log-mels and speakers of ``count`` speaker-balanced random spans of ``seconds`` (low, high)."""
+    frames_per_second = corpus.mel_config.sample_rate / corpus.mel_config.hop_length
+    low, high = (round(s * frames_per_second) for s in seconds)
+    drawn = speaker_balanced_spans(corpus, speakers, count, low, high, rng)
+    return [corpus.mel(*span) for _, span in drawn], [speaker for speaker, _ in drawn]
 
 
 def main() -> None:
