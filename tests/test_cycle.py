@@ -73,6 +73,34 @@ def test_cycle_gradient_reaches_both_encoders_and_the_decoder():
         assert any(g is not None and g.abs().sum() > 0 for g in grads), name
 
 
+def test_detached_cycle_has_the_same_value_and_no_gradient_through_the_conversion():
+    """``cycle_detach`` (train.cycle.detach_conversion) gives the gradient of a round trip whose converted
+    mel is a constant, not that of the full round trip."""
+    model = small_model().eval()  # eval: the content code is the mean, so both passes are deterministic
+    torch.manual_seed(2)
+    mel = torch.randn(4, model.mel_config.n_mels, 32) - 5.0
+    partner = torch.tensor([1, 2])
+
+    def gradients(loss):
+        model.zero_grad(set_to_none=True)
+        loss.backward()
+        return [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in model.parameters()]
+
+    full = model(mel, cycle_partner=partner)["loss/cycle"]
+    detached = model(mel, cycle_partner=partner, cycle_detach=True)["loss/cycle"]
+    assert detached.item() == pytest.approx(full.item(), rel=1e-6)
+    x = model.normalize(mel)
+    speaker = model.speaker_encoder(x)
+    content, _, _ = model.content_encoder(x)
+    converted = model.decoder(content[:2], speaker[partner], 32, None).detach()
+    again, _, _ = model.content_encoder(converted)
+    by_hand = masked_l1(model.decoder(again, speaker[:2], 32, None), x[:2], None)
+    expected, got_full = gradients(by_hand), gradients(full)
+    got = gradients(model(mel, cycle_partner=partner, cycle_detach=True)["loss/cycle"])
+    assert all(torch.allclose(g, e, atol=1e-6) for g, e in zip(got, expected))
+    assert any(not torch.allclose(g, e, atol=1e-6) for g, e in zip(got_full, expected))
+
+
 def test_trainer_sends_partners_and_weighs_the_term_by_its_lambda(monkeypatch):
     """With train.cycle on, train_step passes partners from its own random stream and logs loss/cycle."""
     from voiceconv.training import vc_trainer
@@ -81,21 +109,28 @@ def test_trainer_sends_partners_and_weighs_the_term_by_its_lambda(monkeypatch):
     seen = []
     forward = state.model.forward
 
+    detach = []
+
     def spy(*args, **kwargs):
         seen.append(kwargs.get("cycle_partner"))
+        detach.append(kwargs.get("cycle_detach"))
         return forward(*args, **kwargs)
 
     monkeypatch.setattr(state.model, "forward", spy)
     torch.manual_seed(0)
     mel = torch.randn(8, 80, 32) - 5.0
     values = vc_trainer.train_step(state, batch_of(mel))
-    assert seen[0] is not None and seen[0].shape == (4,)
+    assert seen[0] is not None and seen[0].shape == (4,) and detach[0] is False
     assert "loss/cycle" in values and values["loss/cycle"] > 0
     weights = vc_trainer.loss_weights(state.config, ["loss/cycle"], state.step)
     assert weights["loss/cycle"] == 3.0
     state.step -= 1  # the same step draws the same partners (exact resume)
     vc_trainer.train_step(state, batch_of(mel))
     assert torch.equal(seen[0], seen[1])
+    detached = trainer_state("train.cycle.share=0.5", "train.cycle.detach_conversion=true")
+    monkeypatch.setattr(detached.model, "forward", spy)
+    vc_trainer.train_step(detached, batch_of(mel))
+    assert detach[-1] is True
     off = trainer_state()
     monkeypatch.setattr(off.model, "forward", spy)
     vc_trainer.train_step(off, batch_of(mel))

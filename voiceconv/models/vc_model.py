@@ -199,7 +199,8 @@ class VCModel(nn.Module):
     def forward(self, mel: torch.Tensor, speaker_ids: torch.Tensor | None = None,
                 mask: torch.Tensor | None = None, step: int = 0, content_mel: torch.Tensor | None = None,
                 speaker_mel: torch.Tensor | None = None, speaker_mask: torch.Tensor | None = None,
-                cycle_partner: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                cycle_partner: torch.Tensor | None = None,
+                cycle_detach: bool = False) -> dict[str, torch.Tensor]:
         """Reconstruct ``mel (B, n_mels, T)`` (raw log-mel) and return outputs, losses and metrics.
 
         ``speaker_ids (B,)`` feed the adversarial classifier (skipped when None); ``mask (B, T)``
@@ -209,7 +210,8 @@ class VCModel(nn.Module):
         with ``speaker_mask (B, T_ref)`` (e.g. another segment of the same speaker); each defaults
         to ``mel`` itself, as in AdaIN-VC. ``cycle_partner (n,)`` (batch indices, ``n <= B``) adds
         ``loss/cycle``: utterance ``i < n`` converted to the voice of utterance ``cycle_partner[i]``
-        and back (:mod:`voiceconv.training.cycle`). Keys: ``mel_hat``
+        and back (:mod:`voiceconv.training.cycle`); ``cycle_detach`` stops that term's gradient at the
+        converted mel (``CycleConfig.detach_conversion``). Keys: ``mel_hat``
         (raw log-mel), ``loss/rec``, ``loss/kl`` (0 without the VAE), plus ``loss/vq_commit`` and
         ``loss/adv`` when those modules exist, ``loss/cycle`` with partners, and ``metric/*``.
         """
@@ -258,14 +260,17 @@ class VCModel(nn.Module):
         # L1 in the normalised domain, as AdaIN-VC (its lambda_rec = 10 assumes normalised mels).
         out["loss/rec"] = masked_l1(x_hat, x, mask)
         if cycle_partner is not None:
-            out["loss/cycle"] = self._cycle_loss(content, speaker, cycle_partner, x, mask, content_mask)
+            out["loss/cycle"] = self._cycle_loss(content, speaker, cycle_partner, x, mask, content_mask,
+                                                 detach=cycle_detach)
         out["mel_hat"] = self.denormalize(x_hat)
         return out
 
     def _cycle_loss(self, content: torch.Tensor, speaker: torch.Tensor, partner: torch.Tensor, x: torch.Tensor,
-                    mask: torch.Tensor | None, content_mask: torch.Tensor | None) -> torch.Tensor:
+                    mask: torch.Tensor | None, content_mask: torch.Tensor | None,
+                    detach: bool = False) -> torch.Tensor:
         """L1 between ``x[:n]`` (normalised ``(n, n_mels, T)``) and its round trip through the voices
-        ``speaker[partner]`` and back to ``speaker[:n]``, from the content code ``content (B, C, T')``."""
+        ``speaker[partner]`` and back to ``speaker[:n]``, from the content code ``content (B, C, T')``.
+        ``detach``: no gradient through the conversion (the first decoder pass and what feeds it)."""
         batch = content.shape[0]
         if partner.dim() != 1 or not 1 <= partner.numel() <= batch or int(partner.min()) < 0 \
                 or int(partner.max()) >= batch:
@@ -276,6 +281,8 @@ class VCModel(nn.Module):
         sub_mask = mask[first] if mask is not None else None
         sub_content_mask = content_mask[first] if content_mask is not None else None
         converted = self.decoder(content[first], speaker[partner], frames, sub_content_mask)  # (n, n_mels, T)
+        if detach:
+            converted = converted.detach()
         mean, _, cycle_content_mask = self.content_encoder(converted, sub_mask)
         code = self.quantizer(mean, cycle_content_mask)[0] if self.quantizer is not None else mean
         back = self.decoder(code, speaker[first], frames, cycle_content_mask)  # (n, n_mels, T)

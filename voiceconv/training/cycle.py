@@ -13,6 +13,14 @@ decoder to render words that survive the change of voice. :meth:`VCModel.forward
 term, so that it runs inside the (possibly distributed) forward pass; this module only chooses
 the partners. Its weight is ``lambdas["loss/cycle"]``, like every loss.
 
+``detach_conversion`` stops the term's gradient at the converted mel. With it flowing (the default,
+as round 9 trained), the first decoder pass is rewarded for hiding the source utterance in its output
+so that the way back is easier -- the "steganography" that CycleGAN reports. Round 9 showed the
+symptom: the judge's similarity fell by 0.012 and the gap between converting from the target's own
+content and from another speaker's widened from 0.109 to 0.121 (``benchmarks/similarity_ceiling.py``).
+Detached, the term only teaches the content encoder to read converted speech and the decoder to
+rebuild from it; the conversion itself answers to nothing but its own reconstruction.
+
 Cost: one more decoder and content-encoder pass for each chosen utterance, so ``share`` trades the
 term's signal against step time on a CPU.
 """
@@ -30,6 +38,7 @@ from voiceconv.errors import ConfigError
 @dataclass
 class CycleConfig:
     share: float = 0.5  # fraction of each batch sent round the cycle (each costs a decoder and an encoder pass)
+    detach_conversion: bool = False  # stop the term's gradient at the converted mel (no reward for hiding the source)
 
     def __post_init__(self) -> None:
         if not 0.0 < self.share <= 1.0:
