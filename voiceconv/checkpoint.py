@@ -25,6 +25,8 @@ from voiceconv.errors import CheckpointError
 FORMAT_VERSION = 1
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
+# The keys save_pretrained writes itself; ``extra`` metadata may not use them.
+RESERVED_KEYS = frozenset({"format_version", "kind", "voiceconv_version", "sha256", "config"})
 TRAIN_STATE_NAME = "train_state.pt"
 
 
@@ -54,6 +56,9 @@ def save_pretrained(
     ``config`` is the full constructor config (JSON-serialisable); ``extra`` adds top-level keys
     to ``config.json`` (e.g. training provenance) but may not replace the reserved ones.
     """
+    clash = sorted(set(extra or {}) & RESERVED_KEYS)
+    if clash:  # checked before anything is written, so a bad call leaves no half-saved model
+        raise ValueError(f"extra metadata may not replace the reserved keys {clash}")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     # safetensors refuses shared or non-contiguous storage; clone makes every tensor its own.
@@ -69,13 +74,15 @@ def save_pretrained(
         "sha256": sha256_file(weights),
         "config": config,
     }
-    if extra:
-        clash = sorted(set(extra) & set(meta))
-        if clash:
-            raise ValueError(f"extra metadata may not replace the reserved keys {clash}")
-        meta.update(extra)
+    meta.update(extra or {})
     atomic_write_text(directory / CONFIG_NAME, json.dumps(meta, indent=2) + "\n")
     return directory
+
+
+def extra_metadata(meta: dict) -> dict:
+    """The keys of a ``config.json`` dict that ``save_pretrained`` did not write itself (provenance and
+    the like), to carry over when a model is re-saved."""
+    return {key: value for key, value in meta.items() if key not in RESERVED_KEYS}
 
 
 def read_config(directory: str | Path, kind: str | None = None) -> dict:

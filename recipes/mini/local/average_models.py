@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from voiceconv.checkpoint import load_pretrained, save_pretrained
+from voiceconv.checkpoint import extra_metadata, load_pretrained, save_pretrained
 
 
 def interpolate(first: dict, second: dict, weight: float) -> dict:
@@ -62,10 +62,10 @@ def main() -> None:
         merged = interpolate(first, second, args.weight)
     except ValueError as error:
         raise SystemExit(str(error)) from None
-    # Keep the first model's extra metadata (speaker count and so on), minus what save_pretrained writes
-    # and the release provenance, which "averaged_from" replaces.
-    reserved = {"format_version", "kind", "voiceconv_version", "sha256", "config", "released_from"}
-    extra = {key: value for key, value in first_meta.items() if key not in reserved}
+    # Keep the first model's extra metadata (speaker count and so on), minus the release provenance,
+    # which "averaged_from" replaces.
+    extra = extra_metadata(first_meta)
+    extra.pop("released_from", None)
     extra["averaged_from"] = {"first": str(args.first), "second": str(args.second), "weight_of_second": args.weight}
     save_pretrained(Path(args.destination), first_meta["kind"], first_meta["config"], merged, extra)
     print(f"wrote {args.destination}: {1 - args.weight:g} x {args.first} + {args.weight:g} x {args.second}")

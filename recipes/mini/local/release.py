@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from voiceconv.checkpoint import load_pretrained, save_pretrained
+from voiceconv.checkpoint import extra_metadata, load_pretrained, save_pretrained
 
 
 def main() -> None:
@@ -70,8 +70,7 @@ def main() -> None:
         else:
             released[name] = tensor
     extra = {"released_from": str(Path(args.source)), "stored_dtype": "float16" if args.half else "float32"}
-    extra.update({k: v for k, v in meta.items()
-                  if k not in {"format_version", "kind", "voiceconv_version", "sha256", "config"}})
+    extra.update(extra_metadata(meta))
     save_pretrained(args.destination, meta["kind"], meta["config"], released, extra=extra)
     size = sum(p.stat().st_size for p in Path(args.destination).iterdir())
     worst = max(((state_dict[n].float() - released[n].float()).abs().max() /
