@@ -101,6 +101,63 @@ def test_detached_cycle_has_the_same_value_and_no_gradient_through_the_conversio
     assert any(not torch.allclose(g, e, atol=1e-6) for g, e in zip(got_full, expected))
 
 
+def test_code_term_matches_the_converted_code_to_the_source_and_trains_the_conversion():
+    """``cycle_code`` (train.cycle.code_consistency): L1 between the content code read off the converted
+    mel and the source's own, held fixed; its gradient reaches the conversion (the partner's speaker
+    vector) even when the round trip is detached, and never the source's code."""
+    model = small_model().eval()
+    torch.manual_seed(3)
+    mel = torch.randn(4, model.mel_config.n_mels, 32) - 5.0
+    mask = torch.ones(4, 32)
+    mask[0, 24:] = 0.0
+    partner = torch.tensor([1, 2])
+    plain = model(mel, mask=mask, cycle_partner=partner)
+    assert "loss/cycle_code" not in plain
+    for detach in (False, True):
+        out = model(mel, mask=mask, cycle_partner=partner, cycle_detach=detach, cycle_code=True)
+        assert out["loss/cycle"].item() == pytest.approx(plain["loss/cycle"].item(), rel=1e-6)
+        with torch.no_grad():
+            x = model.normalize(mel)
+            speaker = model.speaker_encoder(x, mask)
+            content, _, content_mask = model.content_encoder(x, mask)
+            converted = model.decoder(content[:2], speaker[partner], 32, content_mask[:2])
+            again, _, _ = model.content_encoder(converted, mask[:2])
+        assert out["loss/cycle_code"].item() == pytest.approx(
+            float(masked_l1(again, content[:2], content_mask[:2])), rel=1e-5)
+        assert out["loss/cycle_code"].item() > 0
+
+    # The gradient goes through the conversion: the partner's reference changes the term.
+    reference = model.normalize(mel).clone().requires_grad_(True)
+    out = model(mel, mask=mask, cycle_partner=partner, cycle_detach=True, cycle_code=True,
+                speaker_mel=model.denormalize(reference), speaker_mask=mask)
+    grad, = torch.autograd.grad(out["loss/cycle_code"], reference)
+    assert grad[1:3].abs().sum() > 0  # utterances 1 and 2 are the partners whose voices were used
+    assert grad[3].abs().sum() == 0  # utterance 3 is neither a source nor a partner
+    detached_cycle, = torch.autograd.grad(
+        model(mel, mask=mask, cycle_partner=partner, cycle_detach=True,
+              speaker_mel=model.denormalize(reference), speaker_mask=mask)["loss/cycle"], reference)
+    assert detached_cycle[2].abs().sum() == 0  # the detached round trip never reaches a partner-only voice
+    # The source's code is the fixed target: the term's gradient is that of the by-hand loss whose
+    # target is detached, through a conversion that is not.
+    def gradients(loss):
+        model.zero_grad(set_to_none=True)
+        loss.backward()
+        return [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in model.parameters()]
+
+    def by_hand(fixed_target: bool):
+        x = model.normalize(mel)
+        speaker = model.speaker_encoder(x, mask)
+        content, _, content_mask = model.content_encoder(x, mask)
+        converted = model.decoder(content[:2], speaker[partner], 32, content_mask[:2])
+        again, _, _ = model.content_encoder(converted, mask[:2])
+        target = content[:2].detach() if fixed_target else content[:2]
+        return masked_l1(again, target, content_mask[:2])
+
+    got = gradients(model(mel, mask=mask, cycle_partner=partner, cycle_detach=True, cycle_code=True)["loss/cycle_code"])
+    assert all(torch.allclose(g, e, atol=1e-6) for g, e in zip(got, gradients(by_hand(True))))
+    assert any(not torch.allclose(g, e, atol=1e-6) for g, e in zip(got, gradients(by_hand(False))))
+
+
 def test_trainer_sends_partners_and_weighs_the_term_by_its_lambda(monkeypatch):
     """With train.cycle on, train_step passes partners from its own random stream and logs loss/cycle."""
     from voiceconv.training import vc_trainer
@@ -131,6 +188,14 @@ def test_trainer_sends_partners_and_weighs_the_term_by_its_lambda(monkeypatch):
     monkeypatch.setattr(detached.model, "forward", spy)
     vc_trainer.train_step(detached, batch_of(mel))
     assert detach[-1] is True
+    coded = trainer_state("train.cycle.share=0.5", "train.cycle.code_consistency=true",
+                          "train.lambdas.loss/cycle_code=2.0")
+    codes = []
+    coded_forward = coded.model.forward
+    monkeypatch.setattr(coded.model, "forward",
+                        lambda *a, **k: codes.append(k.get("cycle_code")) or coded_forward(*a, **k))
+    values = vc_trainer.train_step(coded, batch_of(mel))
+    assert codes[-1] is True and values["loss/cycle_code"] > 0
     off = trainer_state()
     monkeypatch.setattr(off.model, "forward", spy)
     vc_trainer.train_step(off, batch_of(mel))

@@ -200,7 +200,7 @@ class VCModel(nn.Module):
                 mask: torch.Tensor | None = None, step: int = 0, content_mel: torch.Tensor | None = None,
                 speaker_mel: torch.Tensor | None = None, speaker_mask: torch.Tensor | None = None,
                 cycle_partner: torch.Tensor | None = None,
-                cycle_detach: bool = False) -> dict[str, torch.Tensor]:
+                cycle_detach: bool = False, cycle_code: bool = False) -> dict[str, torch.Tensor]:
         """Reconstruct ``mel (B, n_mels, T)`` (raw log-mel) and return outputs, losses and metrics.
 
         ``speaker_ids (B,)`` feed the adversarial classifier (skipped when None); ``mask (B, T)``
@@ -211,9 +211,12 @@ class VCModel(nn.Module):
         to ``mel`` itself, as in AdaIN-VC. ``cycle_partner (n,)`` (batch indices, ``n <= B``) adds
         ``loss/cycle``: utterance ``i < n`` converted to the voice of utterance ``cycle_partner[i]``
         and back (:mod:`voiceconv.training.cycle`); ``cycle_detach`` stops that term's gradient at the
-        converted mel (``CycleConfig.detach_conversion``). Keys: ``mel_hat``
+        converted mel (``CycleConfig.detach_conversion``); ``cycle_code`` adds ``loss/cycle_code``, the
+        content code read off the converted mel against the source's (``CycleConfig.code_consistency``,
+        gradient always through the conversion). Keys: ``mel_hat``
         (raw log-mel), ``loss/rec``, ``loss/kl`` (0 without the VAE), plus ``loss/vq_commit`` and
-        ``loss/adv`` when those modules exist, ``loss/cycle`` with partners, and ``metric/*``.
+        ``loss/adv`` when those modules exist, ``loss/cycle`` (and ``loss/cycle_code``) with partners,
+        and ``metric/*``.
         """
         self._check_mel(mel)
         if mask is not None and mask.shape != (mel.shape[0], mel.shape[2]):
@@ -260,17 +263,22 @@ class VCModel(nn.Module):
         # L1 in the normalised domain, as AdaIN-VC (its lambda_rec = 10 assumes normalised mels).
         out["loss/rec"] = masked_l1(x_hat, x, mask)
         if cycle_partner is not None:
-            out["loss/cycle"] = self._cycle_loss(content, speaker, cycle_partner, x, mask, content_mask,
-                                                 detach=cycle_detach)
+            out.update(self._cycle_losses(content, mean, speaker, cycle_partner, x, mask, content_mask,
+                                          detach=cycle_detach, code=cycle_code))
         out["mel_hat"] = self.denormalize(x_hat)
         return out
 
-    def _cycle_loss(self, content: torch.Tensor, speaker: torch.Tensor, partner: torch.Tensor, x: torch.Tensor,
-                    mask: torch.Tensor | None, content_mask: torch.Tensor | None,
-                    detach: bool = False) -> torch.Tensor:
-        """L1 between ``x[:n]`` (normalised ``(n, n_mels, T)``) and its round trip through the voices
-        ``speaker[partner]`` and back to ``speaker[:n]``, from the content code ``content (B, C, T')``.
-        ``detach``: no gradient through the conversion (the first decoder pass and what feeds it)."""
+    def _cycle_losses(self, content: torch.Tensor, mean: torch.Tensor, speaker: torch.Tensor,
+                      partner: torch.Tensor, x: torch.Tensor, mask: torch.Tensor | None,
+                      content_mask: torch.Tensor | None, detach: bool = False,
+                      code: bool = False) -> dict[str, torch.Tensor]:
+        """``loss/cycle``: L1 between ``x[:n]`` (normalised ``(n, n_mels, T)``) and its round trip through
+        the voices ``speaker[partner]`` and back to ``speaker[:n]``, from the content code ``content
+        (B, C, T')``. ``detach``: no gradient of that term through the conversion (the first decoder pass
+        and what feeds it). ``code`` adds ``loss/cycle_code``: L1 between the content encoder's mean on
+        the converted mel and the source's ``mean (B, C, T')`` (held fixed), with the gradient through
+        the conversion -- it asks the conversion to keep what the content encoder reads (the words),
+        and, since that code is stripped of voice, gives no reward for keeping the source's voice."""
         batch = content.shape[0]
         if partner.dim() != 1 or not 1 <= partner.numel() <= batch or int(partner.min()) < 0 \
                 or int(partner.max()) >= batch:
@@ -281,12 +289,18 @@ class VCModel(nn.Module):
         sub_mask = mask[first] if mask is not None else None
         sub_content_mask = content_mask[first] if content_mask is not None else None
         converted = self.decoder(content[first], speaker[partner], frames, sub_content_mask)  # (n, n_mels, T)
-        if detach:
-            converted = converted.detach()
-        mean, _, cycle_content_mask = self.content_encoder(converted, sub_mask)
-        code = self.quantizer(mean, cycle_content_mask)[0] if self.quantizer is not None else mean
-        back = self.decoder(code, speaker[first], frames, cycle_content_mask)  # (n, n_mels, T)
-        return masked_l1(back, x[first], sub_mask)
+        cycle_mean, _, cycle_content_mask = self.content_encoder(converted.detach() if detach else converted,
+                                                                 sub_mask)
+        cycle_code = self.quantizer(cycle_mean, cycle_content_mask)[0] if self.quantizer is not None else cycle_mean
+        back = self.decoder(cycle_code, speaker[first], frames, cycle_content_mask)  # (n, n_mels, T)
+        out = {"loss/cycle": masked_l1(back, x[first], sub_mask)}
+        if code:
+            if detach:
+                # A second content-encoder pass: this term's gradient must reach the conversion, the
+                # round trip's must not.
+                cycle_mean = self.content_encoder(converted, sub_mask)[0]
+            out["loss/cycle_code"] = masked_l1(cycle_mean, mean[first].detach(), sub_content_mask)
+        return out
 
     # ----------------------------------------------------------------------------------------------
     # checkpoints

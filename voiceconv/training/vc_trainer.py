@@ -199,6 +199,7 @@ def train_step(state: State, batch: dict[str, torch.Tensor]) -> dict[str, float]
         inputs["cycle_partner"] = draw_partners(batch["mel"].shape[0], config.cycle,
                                                 _step_generator(state, 4)).to(state.device)
         inputs["cycle_detach"] = config.cycle.detach_conversion
+        inputs["cycle_code"] = config.cycle.code_consistency
     with loop.bf16_autocast(state.config.bf16, state.device, cpu=state.config.cpu_bf16):
         out = model(batch["mel"], speaker_ids=batch["speaker"], mask=batch["mask"], step=state.step, **inputs)
     loss_keys = sorted(k for k in out if k.startswith("loss/"))
