@@ -104,7 +104,7 @@ def test_detached_cycle_has_the_same_value_and_no_gradient_through_the_conversio
 def test_code_term_matches_the_converted_code_to_the_source_and_trains_the_conversion():
     """``cycle_code`` (train.cycle.code_consistency): L1 between the content code read off the converted
     mel and the source's own, held fixed; its gradient reaches the conversion (the partner's speaker
-    vector) even when the round trip is detached, and never the source's code."""
+    vector) even when the round trip is detached, and never goes through the target."""
     model = small_model().eval()
     torch.manual_seed(3)
     mel = torch.randn(4, model.mel_config.n_mels, 32) - 5.0
@@ -133,6 +133,7 @@ def test_code_term_matches_the_converted_code_to_the_source_and_trains_the_conve
     grad, = torch.autograd.grad(out["loss/cycle_code"], reference)
     assert grad[1:3].abs().sum() > 0  # utterances 1 and 2 are the partners whose voices were used
     assert grad[3].abs().sum() == 0  # utterance 3 is neither a source nor a partner
+    assert grad[0].abs().sum() == 0  # utterance 0's voice only decodes the round trip's way back
     detached_cycle, = torch.autograd.grad(
         model(mel, mask=mask, cycle_partner=partner, cycle_detach=True,
               speaker_mel=model.denormalize(reference), speaker_mask=mask)["loss/cycle"], reference)
@@ -156,6 +157,36 @@ def test_code_term_matches_the_converted_code_to_the_source_and_trains_the_conve
     got = gradients(model(mel, mask=mask, cycle_partner=partner, cycle_detach=True, cycle_code=True)["loss/cycle_code"])
     assert all(torch.allclose(g, e, atol=1e-6) for g, e in zip(got, gradients(by_hand(True))))
     assert any(not torch.allclose(g, e, atol=1e-6) for g, e in zip(got, gradients(by_hand(False))))
+
+
+def test_code_term_targets_the_posterior_mean_of_the_content_input(monkeypatch):
+    """In training the conversion is decoded from a posterior sample, but the target is the mean; with
+    ``content_mel`` (warped / channel input) the mean is of that input, the code the conversion came from."""
+    from voiceconv.models import vc_model
+
+    model = small_model().train()  # the debug model has no dropout: train mode differs only by sampling
+    torch.manual_seed(4)
+    mel = torch.randn(4, model.mel_config.n_mels, 32) - 5.0
+    content_mel = mel + 0.7 * torch.randn_like(mel)
+    partner = torch.tensor([3, 0])
+    # A fixed offset stands in for the posterior noise, so the by-hand loss can repeat it.
+    monkeypatch.setattr(vc_model, "sample_posterior", lambda mean, logvar: mean + 0.5)
+    with torch.no_grad():
+        out = model(mel, content_mel=content_mel, cycle_partner=partner, cycle_detach=True, cycle_code=True)
+        x, read = model.normalize(mel), model.normalize(content_mel)
+        speaker = model.speaker_encoder(x)
+
+        def by_hand(source: torch.Tensor, target_is_sample: bool) -> float:
+            mean, _, content_mask = model.content_encoder(source)
+            code = mean + 0.5
+            converted = model.decoder(code[:2], speaker[partner], 32, content_mask)
+            again, _, _ = model.content_encoder(converted)
+            return float(masked_l1(again, code[:2] if target_is_sample else mean[:2], None))
+
+        value = out["loss/cycle_code"].item()
+        assert value == pytest.approx(by_hand(read, False), rel=1e-5)
+        assert value != pytest.approx(by_hand(read, True), rel=1e-3)
+        assert value != pytest.approx(by_hand(x, False), rel=1e-3)
 
 
 def test_trainer_sends_partners_and_weighs_the_term_by_its_lambda(monkeypatch):
@@ -196,6 +227,7 @@ def test_trainer_sends_partners_and_weighs_the_term_by_its_lambda(monkeypatch):
                         lambda *a, **k: codes.append(k.get("cycle_code")) or coded_forward(*a, **k))
     values = vc_trainer.train_step(coded, batch_of(mel))
     assert codes[-1] is True and values["loss/cycle_code"] > 0
+    assert vc_trainer.loss_weights(coded.config, ["loss/cycle_code"], coded.step)["loss/cycle_code"] == 2.0
     off = trainer_state()
     monkeypatch.setattr(off.model, "forward", spy)
     vc_trainer.train_step(off, batch_of(mel))

@@ -276,9 +276,11 @@ class VCModel(nn.Module):
         the voices ``speaker[partner]`` and back to ``speaker[:n]``, from the content code ``content
         (B, C, T')``. ``detach``: no gradient of that term through the conversion (the first decoder pass
         and what feeds it). ``code`` adds ``loss/cycle_code``: L1 between the content encoder's mean on
-        the converted mel and the source's ``mean (B, C, T')`` (held fixed), with the gradient through
-        the conversion -- it asks the conversion to keep what the content encoder reads (the words),
-        and, since that code is stripped of voice, gives no reward for keeping the source's voice."""
+        the converted mel and ``mean (B, C, T')``, the posterior mean the conversion was decoded from
+        (so of the content encoder's input: warped or through a channel when training does that),
+        held fixed as the target, with the gradient through the conversion. It asks the conversion to
+        keep what the content encoder reads (the words); that code carries less of the source's voice
+        than the mel does, but not none, so it also rewards keeping some of it."""
         batch = content.shape[0]
         if partner.dim() != 1 or not 1 <= partner.numel() <= batch or int(partner.min()) < 0 \
                 or int(partner.max()) >= batch:

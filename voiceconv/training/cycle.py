@@ -22,11 +22,15 @@ Detached, the term only teaches the content encoder to read converted speech and
 rebuild from it; the conversion itself answers to nothing but its own reconstruction.
 
 ``code_consistency`` adds ``loss/cycle_code`` (weight ``lambdas["loss/cycle_code"]``): the content
-code the encoder reads off the converted mel must match the source's own (held fixed), as AutoVC's
-content-code loss, with the gradient through the conversion. It asks the conversion to keep the
-words, which the detached round trip no longer does (the detached probe lost 4.5 points of WER); the
-code it is matched against has passed instance normalisation, so there is little voice in it to keep.
-With ``detach_conversion`` it costs one more content-encoder pass.
+code the encoder reads off the converted mel must match the code that mel was decoded from (the
+posterior mean of the content encoder's input, warped or through a channel when training does that;
+held fixed as the target), with the gradient through the conversion. It follows AutoVC's content-code
+loss, applied here to a conversion to another voice rather than to the reconstruction. It asks the
+conversion to keep the words, which the detached round trip no longer does (the detached probe lost
+4.5 points of WER). The code has passed instance normalisation, so it carries less of the source's
+voice than the mel, but not none (``benchmarks/similarity_ceiling.py``): the term also rewards keeping
+some of it, the trade that round 10 (``recipes/mini/conf/shipped_v10.yaml``) measures. With
+``detach_conversion`` it costs one more content-encoder pass.
 
 Cost: one more decoder and content-encoder pass for each chosen utterance, so ``share`` trades the
 term's signal against step time on a CPU.
