@@ -51,6 +51,7 @@ def main() -> None:
     parser.add_argument("--note", default="", help="a sentence printed under the table (data, compute)")
     parser.add_argument("--previous", type=Path, default=None,
                         help="an earlier OUT.md whose rows are kept (its note is kept unless --note is given)")
+    parser.add_argument("--add-note", default="", help="a paragraph added after the kept (or given) note")
     args = parser.parse_args()
     offsets = {label: int(n) for label, n in (item.rsplit("=", 1) for item in args.offset)}
     lines: dict[str, list[tuple[int, dict, str]]] = {}
@@ -60,6 +61,8 @@ def main() -> None:
         if not args.note:
             kept = [line for line in args.previous.read_text().splitlines() if line and not line.startswith("|")]
             args.note = "\n\n".join(kept)
+    if args.add_note:
+        args.note = "\n\n".join(part for part in (args.note, args.add_note) if part)
     for item in args.points:
         label, step, eval_dir = item.rsplit(":", 2)
         point = read_point(Path(eval_dir))
