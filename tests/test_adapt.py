@@ -111,3 +111,51 @@ def test_cli_adapt_steps_option(tmp_path, capsys):
     assert main(["embed", str(ref), "-o", str(tmp_path / "c.spk"), "--model", str(models), "--adapt-steps", "-1"]) == 2
     assert "adapt_steps" in capsys.readouterr().err
     assert not (tmp_path / "c.spk").exists()
+
+
+def test_channel_curve_recovers_a_smooth_gain_and_ignores_fine_structure():
+    from voiceconv.convert.adapt import _channel_curve_fit
+
+    n_mels = 80
+    mel_std = torch.linspace(0.5, 2.0, n_mels)
+    fit = _channel_curve_fit(4, mel_std)
+    bands = torch.arange(n_mels) + 0.5
+    smooth = 0.7 - 0.5 * torch.cos(torch.pi * bands / n_mels) + 0.2 * torch.cos(3 * torch.pi * bands / n_mels)
+    residual = (smooth / mel_std)[None, :, None].expand(1, n_mels, 50)  # a gain per band, normalised
+    assert torch.allclose(fit(residual), (smooth / mel_std).reshape(1, -1, 1), atol=1e-5)
+    # An alternating pattern across bands (formant-scale detail) is left to the vector.
+    fine = torch.cos(torch.pi * bands * 40 / n_mels)
+    assert fit((fine / mel_std)[None, :, None].expand(1, n_mels, 50)).abs().max() < 1e-4
+    assert _channel_curve_fit(0, mel_std) is None
+
+
+def test_channel_curve_keeps_a_reference_gain_out_of_the_fitted_vector(tmp_path):
+    torch.manual_seed(0)
+    model = tiny_model()
+    # A trained content encoder reads the words through a microphone; an untrained one does not. Give
+    # this one that property exactly (it sees each band's deviation from its own time average), so the
+    # test isolates what the curve is for: keeping the reference's channel out of the vector.
+    encode = model.content_encoder.forward
+    model.content_encoder.forward = lambda mel, *rest, **kw: encode(mel - mel.mean(-1, keepdim=True), *rest, **kw)
+    mels = _reference_mels(tmp_path, model)
+    n_mels = mels[0].shape[0]
+    bands = torch.arange(n_mels) + 0.5
+    # A microphone: a smooth gain curve over the bands, added in the raw log-mel domain.
+    gain = (0.8 * torch.cos(torch.pi * bands / n_mels) + 0.4 * torch.cos(2 * torch.pi * bands / n_mels))[:, None]
+    coloured = [mel + gain for mel in mels]
+    with torch.no_grad():
+        init = torch.stack([model.embed(mel[None])[0] for mel in mels]).mean(0)
+    drift = {}
+    for basis in (0, 4):
+        clean = adapt_speaker(model, mels, init, steps=30, lr=0.1, channel_basis=basis).vector
+        through = adapt_speaker(model, coloured, init, steps=30, lr=0.1, channel_basis=basis).vector
+        drift[basis] = float((through - clean).norm() / clean.norm())
+    # With the curve, the coloured references give nearly the clean references' voice.
+    assert drift[4] < 0.5 * drift[0], drift
+
+
+def test_channel_basis_out_of_range_gets_a_clear_error(tmp_path):
+    model = tiny_model()
+    mels = _reference_mels(tmp_path, model)
+    with pytest.raises(VoiceconvError, match="channel_basis"):
+        adapt_speaker(model, mels, torch.zeros(model.speaker_dim), channel_basis=-1)

@@ -11,6 +11,14 @@ steps is plain AdaIN-VC, and it never sees a judge.
 The content codes are computed once; each step is one decoder pass (forward and backward) per
 reference clip, so the cost grows with the reference seconds (clips are cut to
 :data:`MAX_ADAPT_FRAMES`). It is paid once per voice: a saved ``.spk`` keeps the fitted vector.
+
+A reference recorded on another microphone, over a phone or in a room differs from the training
+speech by a smooth gain curve over the mel bands, which the vector would otherwise learn and carry
+into every conversion. ``channel_basis`` gives each clip its own smooth curve (the first ``K``
+cosines over the mel axis, in the raw log-mel domain where a channel adds), solved in closed form
+before each step from that clip's current residual and then discarded: the vector is fitted to what
+the curve cannot explain. A speaker's own spectral tilt is also smooth, so the curve takes some voice
+with it; the trade is measured, not assumed (``recipes/mini/local/select_adaptation.py --channel-basis``).
 """
 
 from __future__ import annotations
@@ -29,6 +37,8 @@ from voiceconv.errors import VoiceconvError
 DEFAULT_ADAPT_STEPS = 10
 DEFAULT_ADAPT_LR = 0.01
 DEFAULT_ADAPT_PRIOR = 0.0
+# Cosines in each reference clip's channel curve; 0: none (the vector absorbs any channel).
+DEFAULT_CHANNEL_BASIS = 0
 # ~8 s per clip at 86 frames/s: longer references add cost, not information about the timbre.
 MAX_ADAPT_FRAMES = 688
 
@@ -44,14 +54,19 @@ class Adaptation:
 
 
 def adapt_speaker(model, mels: list[torch.Tensor], init: torch.Tensor, steps: int = DEFAULT_ADAPT_STEPS,
-                  lr: float = DEFAULT_ADAPT_LR, prior: float = DEFAULT_ADAPT_PRIOR) -> Adaptation:
+                  lr: float = DEFAULT_ADAPT_LR, prior: float = DEFAULT_ADAPT_PRIOR,
+                  channel_basis: int | None = None) -> Adaptation:
     """Fit ``init (D,)`` so that ``model`` rebuilds the reference log-mels ``[(n_mels, T_i), ...]``.
 
     ``model`` is a :class:`~voiceconv.models.vc_model.VCModel`; its weights are not changed and
     get no ``.grad`` (gradients are taken with respect to the vector only). Deterministic for a
     given input. ``prior`` weighs a pull ``mean((v - init)^2)`` toward the encoder's vector. Returns
     an :class:`Adaptation` (losses without the prior); with ``steps == 0`` the vector is ``init``.
+    ``channel_basis`` (None: :data:`DEFAULT_CHANNEL_BASIS`) cosines per clip model its recording
+    channel during the fit (module docstring); the losses then include each clip's curve.
     """
+    if channel_basis is None:
+        channel_basis = DEFAULT_CHANNEL_BASIS
     if steps < 0:
         raise VoiceconvError(f"adaptation steps must be >= 0, got {steps}")
     if not mels:
@@ -60,6 +75,9 @@ def adapt_speaker(model, mels: list[torch.Tensor], init: torch.Tensor, steps: in
         raise VoiceconvError(f"adaptation prior weight must be >= 0, got {prior}")
     if not (lr > 0):
         raise VoiceconvError(f"adaptation learning rate must be > 0, got {lr}")
+    n_mels = int(model.mel_std.shape[0])
+    if not 0 <= channel_basis <= n_mels:
+        raise VoiceconvError(f"channel_basis must be between 0 (no channel curve) and {n_mels}, got {channel_basis}")
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -72,9 +90,17 @@ def adapt_speaker(model, mels: list[torch.Tensor], init: torch.Tensor, steps: in
         vector = start.clone().requires_grad_(True)
         optimizer = torch.optim.Adam([vector], lr=lr)
 
+        curve_fit = _channel_curve_fit(channel_basis, model.mel_std.detach().to(device).float())
+
         def loss_of(speaker: torch.Tensor) -> torch.Tensor:
-            errors = [(model.decoder(content, speaker, target.shape[-1]) - target).abs().mean()
-                      for content, target in zip(contents, targets)]
+            errors = []
+            for content, target in zip(contents, targets):
+                rebuilt = model.decoder(content, speaker, target.shape[-1])  # (1, n_mels, T), normalised
+                if curve_fit is not None:
+                    # The clip's channel: fixed within the step (no gradient), so the vector is
+                    # fitted to the residual the curve leaves.
+                    rebuilt = rebuilt + curve_fit(target - rebuilt.detach())
+                errors.append((rebuilt - target).abs().mean())
             return torch.stack(errors).mean()
 
         before = after = None
@@ -91,3 +117,26 @@ def adapt_speaker(model, mels: list[torch.Tensor], init: torch.Tensor, steps: in
         return Adaptation(vector.detach()[0].cpu(), steps, after if before is None else before, after)
     finally:
         model.train(was_training)
+
+
+def _channel_curve_fit(n_basis: int, mel_std: torch.Tensor):
+    """A function: residual ``(1, n_mels, T)`` (normalised) -> its smooth channel curve ``(1, n_mels, 1)``.
+
+    The curve is the least-squares fit of the residual's time average by the first ``n_basis``
+    cosines over the mel axis (a constant, a tilt, broad bumps), made in the raw log-mel domain,
+    where a gain per band is a constant per band, and mapped back to the normalised domain, where
+    each band is divided by its own ``mel_std``. None for ``n_basis == 0``.
+    """
+    if n_basis == 0:
+        return None
+    n_mels = mel_std.shape[0]
+    bands = torch.arange(n_mels, dtype=torch.float32, device=mel_std.device) + 0.5
+    # DCT-II cosines: (n_mels, n_basis), orthogonal over the bands, so the projection is exact.
+    basis = torch.cos(torch.pi * bands[:, None] * torch.arange(n_basis, device=mel_std.device)[None, :] / n_mels)
+    projection = basis @ torch.linalg.pinv(basis)  # (n_mels, n_mels): onto the span of the cosines
+
+    def fit(residual: torch.Tensor) -> torch.Tensor:
+        raw = residual.mean(dim=-1)[0] * mel_std  # (n_mels,): average residual in raw log-mel units
+        return ((projection @ raw) / mel_std).reshape(1, -1, 1)
+
+    return fit

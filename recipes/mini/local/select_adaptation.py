@@ -14,6 +14,8 @@ of the training augmentation (voiceconv/training/channel.py: EQ, band limits, re
 while the held-out part stays clean: a user's references are often worse recordings, and the
 fitting should capture the voice, not the channel. ``--prior W`` adds ``W * mean((v - v0)^2)`` to
 the fitting loss, which keeps the vector near the encoder's (the encoder was trained to ignore channels).
+``--channel-basis K`` fits a smooth per-clip channel curve of K cosines beside the vector and discards
+it (voiceconv/convert/adapt.py): the held-out part is still rebuilt with the vector alone.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ def main() -> None:
     parser.add_argument("--lr", default="0.01,0.03", help="comma-separated learning rates")
     parser.add_argument("--channel-draws", type=int, default=0, help="random channels per reference (0: clean only)")
     parser.add_argument("--prior", default="0", help="comma-separated weights of the pull toward the encoder's vector")
+    parser.add_argument("--channel-basis", default="0", help="comma-separated cosines in the reference's channel curve")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -78,20 +81,22 @@ def main() -> None:
             (corrupt(reference[None], channel, generator, model.mel_config)[0], held_out)
             for reference, held_out in splits for _ in range(args.channel_draws)]
     print(f"{len(speakers)} held-out speakers: {', '.join(speakers)}")
-    print("| reference | lr | prior | " + " | ".join(f"{n} steps" for n in steps) + " |")
-    print("|---|---|---|" + "---|" * len(steps))
-    for lr in (float(value) for value in args.lr.split(",")):
-        for prior in (float(value) for value in args.prior.split(",")):
-            for condition, cases in conditions.items():
-                errors = np.zeros(len(steps))
-                for reference, held_out in cases:
-                    with torch.no_grad():
-                        init = model.embed(reference[None])[0]
-                    for k, n in enumerate(steps):
-                        vector = adapt_speaker(model, [reference], init, steps=n, lr=lr, prior=prior).vector
-                        errors[k] += held_out_error(model, vector, held_out) / len(cases)
-                print(f"| {condition} | {lr:g} | {prior:g} | " + " | ".join(f"{e:.4f}" for e in errors) + " |",
-                      flush=True)
+    print("| reference | lr | prior | channel basis | " + " | ".join(f"{n} steps" for n in steps) + " |")
+    print("|---|---|---|---|" + "---|" * len(steps))
+    settings = [(float(lr), float(prior), int(basis)) for lr in args.lr.split(",")
+                for prior in args.prior.split(",") for basis in args.channel_basis.split(",")]
+    for lr, prior, basis in settings:
+        for condition, cases in conditions.items():
+            errors = np.zeros(len(steps))
+            for reference, held_out in cases:
+                with torch.no_grad():
+                    init = model.embed(reference[None])[0]
+                for k, n in enumerate(steps):
+                    vector = adapt_speaker(model, [reference], init, steps=n, lr=lr, prior=prior,
+                                           channel_basis=basis).vector
+                    errors[k] += held_out_error(model, vector, held_out) / len(cases)
+            print(f"| {condition} | {lr:g} | {prior:g} | {basis} | " + " | ".join(f"{e:.4f}" for e in errors)
+                  + " |", flush=True)
     print(f"({time.perf_counter() - start:.0f} s)")
 
 
