@@ -63,8 +63,11 @@ def corrupt_file(source: Path, destination: Path, condition: str, seed: int) -> 
 
 
 def run_condition(condition: str, pairs, converter, out_dir: Path, transcripts: dict[Path, str],
-                  progress: bool) -> dict:
-    """Corrupt, convert and judge every pair under ``condition``; returns the evaluate summary."""
+                  progress: bool, corrupt_references: bool = True) -> dict:
+    """Corrupt, convert and judge every pair under ``condition``; returns the evaluate summary.
+
+    ``corrupt_references=False`` keeps the target references clean in the channel conditions too, so
+    that a loss can be told apart: the source's channel or the reference's."""
     from voiceconv.audio import save_audio
     from voiceconv.evaluation import evaluate
 
@@ -83,7 +86,7 @@ def run_condition(condition: str, pairs, converter, out_dir: Path, transcripts: 
     rows = []
     for pair in pairs:
         source = through(pair.source, True)
-        refs = [through(ref, condition in CHANNEL_CONDITIONS) for ref in pair.targets]
+        refs = [through(ref, corrupt_references and condition in CHANNEL_CONDITIONS) for ref in pair.targets]
         key = tuple(refs)
         if key not in speakers:
             speakers[key] = converter.embed_speaker([str(ref) for ref in refs])
@@ -120,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads for conversion")
     parser.add_argument("--adapt-steps", type=int, default=None, help="speaker fitting steps (default: the "
                         "converter's; 0: none); references are fitted as the user gives them (corrupted or not)")
+    parser.add_argument("--clean-references", action="store_true", help="corrupt only the sources in the "
+                        "channel conditions too (default: sources and references, as a user's recordings would be)")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
 
@@ -141,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     for condition in conditions:
         start = time.perf_counter()
-        summary = run_condition(condition, pairs, converter, out_dir, transcripts, not args.quiet)
+        summary = run_condition(condition, pairs, converter, out_dir, transcripts, not args.quiet,
+                                corrupt_references=not args.clean_references)
         results[condition] = figures(summary)
         results[condition]["seconds"] = time.perf_counter() - start
         print(f"{condition}: {results[condition]}", flush=True)
@@ -152,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         values["wer_rise"] = (values["wer"] - clean["wer"]) if None not in (values["wer"], clean["wer"]) else None
     baseline = json.loads(Path(args.baseline).read_text())["conditions"] if args.baseline else None
     record = {"pairs": args.pairs, "model": args.model or "shipped", "vocoder": args.vocoder or "default",
-              "conditions": results, "baseline": args.baseline}
+              "clean_references": args.clean_references, "conditions": results, "baseline": args.baseline}
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "summary.json").write_text(json.dumps(record, indent=2) + "\n")
 
