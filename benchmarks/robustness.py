@@ -123,8 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads for conversion")
     parser.add_argument("--adapt-steps", type=int, default=None, help="speaker fitting steps (default: the "
                         "converter's; 0: none); references are fitted as the user gives them (corrupted or not)")
-    parser.add_argument("--clean-references", action="store_true", help="corrupt only the sources in the "
-                        "channel conditions too (default: sources and references, as a user's recordings would be)")
+    parser.add_argument("--clean-references", action="store_true", help="in the channel conditions, corrupt "
+                        "only the sources, as the noise conditions always do (default: sources and references)")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
 

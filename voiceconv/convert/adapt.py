@@ -12,18 +12,20 @@ The content codes are computed once; each step is one decoder pass (forward and 
 reference clip, so the cost grows with the reference seconds (clips are cut to
 :data:`MAX_ADAPT_FRAMES`). It is paid once per voice: a saved ``.spk`` keeps the fitted vector.
 
-A reference recorded on another microphone, over a phone or in a room differs from the training
-speech by a smooth gain curve over the mel bands, which the vector would otherwise learn and carry
-into every conversion. ``channel_basis`` gives each clip its own smooth curve (the first ``K``
-cosines over the mel axis, in the raw log-mel domain where a channel adds), solved in closed form
-before each step from that clip's current residual and then discarded: the vector is fitted to what
-the curve cannot explain. A speaker's own spectral tilt is also smooth, so the curve takes some voice
-with it; the trade is measured, not assumed (``recipes/mini/local/select_adaptation.py --channel-basis``),
-and with the shipped model it does not pay, so it is off by default (:data:`DEFAULT_CHANNEL_BASIS`).
+A reference recorded on another microphone differs from the training speech by a smooth gain curve
+over the mel bands (EQ and tilt; a room smears over time and a phone line cuts the band off, which
+such a curve cannot model), and the vector would otherwise learn it and carry it into every
+conversion. ``channel_basis`` gives each clip its own smooth curve (the first ``K`` cosines over the
+mel axis, in the raw log-mel domain where a channel adds), solved in closed form before each step
+from that clip's current residual and then discarded: the vector is fitted to what the curve cannot
+explain. A speaker's own spectral tilt is also smooth, so the curve takes some voice with it. The
+trade is measured, not assumed (``recipes/mini/local/select_adaptation.py --channel-basis``), and with
+the shipped model it does not pay, so it is off by default (:data:`DEFAULT_CHANNEL_BASIS`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -40,8 +42,8 @@ DEFAULT_ADAPT_LR = 0.01
 DEFAULT_ADAPT_PRIOR = 0.0
 # Cosines in each reference clip's channel curve; 0: none. Chosen without any judge (select_adaptation.py
 # --channel-draws 3 --channel-basis 0,2,4,8, round 11, held-out L1 after 10 steps): a curve of 2-8 cosines
-# rebuilt unseen words worse from a clean reference (0.285-0.289 against 0.258) and no better through a
-# random channel (0.311-0.315 against 0.301). The curve takes the voice's own spectral tilt with the channel.
+# rebuilt unseen words worse from a clean reference (0.285-0.289 against 0.258) and worse through a
+# random channel too (0.311-0.315 against 0.301). The curve takes the voice's own spectral tilt with the channel.
 DEFAULT_CHANNEL_BASIS = 0
 # ~8 s per clip at 86 frames/s: longer references add cost, not information about the timbre.
 MAX_ADAPT_FRAMES = 688
@@ -49,7 +51,11 @@ MAX_ADAPT_FRAMES = 688
 
 @dataclass
 class Adaptation:
-    """The fitted vector ``(D,)`` and the reference reconstruction L1 before and after fitting."""
+    """The fitted vector ``(D,)`` and the reference reconstruction L1 before and after fitting.
+
+    With a channel curve (``channel_basis``) both losses include each clip's curve, which is then
+    discarded, so they are lower than what the vector alone rebuilds.
+    """
 
     vector: torch.Tensor
     steps: int
@@ -59,18 +65,18 @@ class Adaptation:
 
 def adapt_speaker(model, mels: list[torch.Tensor], init: torch.Tensor, steps: int = DEFAULT_ADAPT_STEPS,
                   lr: float = DEFAULT_ADAPT_LR, prior: float = DEFAULT_ADAPT_PRIOR,
-                  channel_basis: int | None = None) -> Adaptation:
+                  channel_basis: int = DEFAULT_CHANNEL_BASIS) -> Adaptation:
     """Fit ``init (D,)`` so that ``model`` rebuilds the reference log-mels ``[(n_mels, T_i), ...]``.
 
     ``model`` is a :class:`~voiceconv.models.vc_model.VCModel`; its weights are not changed and
     get no ``.grad`` (gradients are taken with respect to the vector only). Deterministic for a
     given input. ``prior`` weighs a pull ``mean((v - init)^2)`` toward the encoder's vector. Returns
     an :class:`Adaptation` (losses without the prior); with ``steps == 0`` the vector is ``init``.
-    ``channel_basis`` (None: :data:`DEFAULT_CHANNEL_BASIS`) cosines per clip model its recording
-    channel during the fit (module docstring); the losses then include each clip's curve.
+    ``channel_basis`` cosines per clip model its recording channel during the fit (module
+    docstring); the losses then include each clip's curve.
     """
-    if channel_basis is None:
-        channel_basis = DEFAULT_CHANNEL_BASIS
+    if isinstance(channel_basis, bool) or not isinstance(channel_basis, int):
+        raise VoiceconvError(f"channel_basis must be a whole number of cosines, got {channel_basis!r}")
     if steps < 0:
         raise VoiceconvError(f"adaptation steps must be >= 0, got {steps}")
     if not mels:
@@ -123,7 +129,7 @@ def adapt_speaker(model, mels: list[torch.Tensor], init: torch.Tensor, steps: in
         model.train(was_training)
 
 
-def _channel_curve_fit(n_basis: int, mel_std: torch.Tensor):
+def _channel_curve_fit(n_basis: int, mel_std: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor] | None:
     """A function: residual ``(1, n_mels, T)`` (normalised) -> its smooth channel curve ``(1, n_mels, 1)``.
 
     The curve is the least-squares fit of the residual's time average by the first ``n_basis``
@@ -135,7 +141,7 @@ def _channel_curve_fit(n_basis: int, mel_std: torch.Tensor):
         return None
     n_mels = mel_std.shape[0]
     bands = torch.arange(n_mels, dtype=torch.float32, device=mel_std.device) + 0.5
-    # DCT-II cosines: (n_mels, n_basis), orthogonal over the bands, so the projection is exact.
+    # DCT-II cosines: (n_mels, n_basis), orthogonal over the bands, so the projection is well conditioned.
     basis = torch.cos(torch.pi * bands[:, None] * torch.arange(n_basis, device=mel_std.device)[None, :] / n_mels)
     projection = basis @ torch.linalg.pinv(basis)  # (n_mels, n_mels): onto the span of the cosines
 

@@ -6,8 +6,9 @@ For each of the trainer's held-out validation speakers (recorded ones only), the
 the first 60 % of their utterance (at most 8 s, like a user's reference) and the reconstruction L1
 (normalised log-mel) is measured on the remaining 40 %: words the fitting never saw. The settings
 that rebuild unseen speech of the same voice best are the ones that capture the voice rather than
-the reference's content. Prints one row per learning rate with the held-out L1 after each number
-of steps (0 = the speaker encoder's vector, i.e. plain AdaIN-VC).
+the reference's content. Prints one row per learning rate, prior, channel basis and reference
+condition with the held-out L1 after each number of steps (0 = the speaker encoder's vector, i.e.
+plain AdaIN-VC).
 
 ``--channel-draws K`` adds rows where the reference first goes through K random recording channels
 of the training augmentation (voiceconv/training/channel.py: EQ, band limits, reverberation, noise)
@@ -53,7 +54,8 @@ def main() -> None:
     parser.add_argument("--lr", default="0.01,0.03", help="comma-separated learning rates")
     parser.add_argument("--channel-draws", type=int, default=0, help="random channels per reference (0: clean only)")
     parser.add_argument("--prior", default="0", help="comma-separated weights of the pull toward the encoder's vector")
-    parser.add_argument("--channel-basis", default="0", help="comma-separated cosines in the reference's channel curve")
+    parser.add_argument("--channel-basis", default="0",
+                        help="comma-separated numbers of cosines in the reference's channel curve")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
