@@ -75,8 +75,6 @@ def adapt_speaker(model, mels: list[torch.Tensor], init: torch.Tensor, steps: in
     ``channel_basis`` cosines per clip model its recording channel during the fit (module
     docstring); the losses then include each clip's curve.
     """
-    if isinstance(channel_basis, bool) or not isinstance(channel_basis, int):
-        raise VoiceconvError(f"channel_basis must be a whole number of cosines, got {channel_basis!r}")
     if steps < 0:
         raise VoiceconvError(f"adaptation steps must be >= 0, got {steps}")
     if not mels:
@@ -86,8 +84,9 @@ def adapt_speaker(model, mels: list[torch.Tensor], init: torch.Tensor, steps: in
     if not (lr > 0):
         raise VoiceconvError(f"adaptation learning rate must be > 0, got {lr}")
     n_mels = int(model.mel_std.shape[0])
-    if not 0 <= channel_basis <= n_mels:
-        raise VoiceconvError(f"channel_basis must be between 0 (no channel curve) and {n_mels}, got {channel_basis}")
+    if isinstance(channel_basis, bool) or not isinstance(channel_basis, int) or not 0 <= channel_basis <= n_mels:
+        raise VoiceconvError(f"channel_basis must be a whole number of cosines from 0 (no channel curve) to "
+                             f"{n_mels}, got {channel_basis!r}")
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()

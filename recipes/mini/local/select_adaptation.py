@@ -87,12 +87,14 @@ def main() -> None:
     print("|---|---|---|---|" + "---|" * len(steps))
     settings = [(float(lr), float(prior), int(basis)) for lr in args.lr.split(",")
                 for prior in args.prior.split(",") for basis in args.channel_basis.split(",")]
+    with torch.no_grad():
+        # The encoder's vector of each reference, once: every setting starts its fit from it.
+        inits = {condition: [model.embed(reference[None])[0] for reference, _ in cases]
+                 for condition, cases in conditions.items()}
     for lr, prior, basis in settings:
         for condition, cases in conditions.items():
             errors = np.zeros(len(steps))
-            for reference, held_out in cases:
-                with torch.no_grad():
-                    init = model.embed(reference[None])[0]
+            for (reference, held_out), init in zip(cases, inits[condition]):
                 for k, n in enumerate(steps):
                     vector = adapt_speaker(model, [reference], init, steps=n, lr=lr, prior=prior,
                                            channel_basis=basis).vector
