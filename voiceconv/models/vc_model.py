@@ -153,7 +153,10 @@ class VCModel(nn.Module):
     # public inference API
 
     def encode_content(self, mel: torch.Tensor) -> torch.Tensor:
-        """``mel (B, n_mels, T)`` -> content code ``(B, C, ceil(T / 8))``: posterior mean, quantised if VQ is on."""
+        """``mel (B, n_mels, T)`` -> content code ``(B, C, ceil(T / stride))``: posterior mean, quantised if VQ is on.
+
+        ``stride`` is the content encoder's ``total_stride`` (8 in AdaIN-VC).
+        """
         self._check_mel(mel)
         mean, _, _ = self.content_encoder(self.normalize(mel))
         return self.quantizer.quantize(mean) if self.quantizer is not None else mean
