@@ -203,7 +203,9 @@ class VCModel(nn.Module):
                 mask: torch.Tensor | None = None, step: int = 0, content_mel: torch.Tensor | None = None,
                 speaker_mel: torch.Tensor | None = None, speaker_mask: torch.Tensor | None = None,
                 cycle_partner: torch.Tensor | None = None,
-                cycle_detach: bool = False, cycle_code: bool = False) -> dict[str, torch.Tensor]:
+                cycle_detach: bool = False, cycle_code: bool = False,
+                invariance: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None
+                ) -> dict[str, torch.Tensor]:
         """Reconstruct ``mel (B, n_mels, T)`` (raw log-mel) and return outputs, losses and metrics.
 
         ``speaker_ids (B,)`` feed the adversarial classifier (skipped when None); ``mask (B, T)``
@@ -216,10 +218,14 @@ class VCModel(nn.Module):
         and back (:mod:`voiceconv.training.cycle`); ``cycle_detach`` stops that term's gradient at the
         converted mel (``CycleConfig.detach_conversion``); ``cycle_code`` adds ``loss/cycle_code``, the
         content code read off the converted mel against the source's (``CycleConfig.code_consistency``,
-        gradient always through the conversion). Keys: ``mel_hat``
+        gradient always through the conversion). ``invariance`` is ``(clean, corrupted, mask)``, a
+        reference segment ``(n, n_mels, T_ref)`` (raw log-mel) and the same segment through a recording
+        channel, with ``mask (n, T_ref)`` or None; it adds ``loss/speaker_invariance``, the mean of
+        ``1 - cos`` between the corrupted segment's speaker vector and the clean one's, held fixed
+        (:mod:`voiceconv.training.speaker_invariance`). Keys: ``mel_hat``
         (raw log-mel), ``loss/rec``, ``loss/kl`` (0 without the VAE), plus ``loss/vq_commit`` and
         ``loss/adv`` when those modules exist, ``loss/cycle`` (and ``loss/cycle_code``) with partners,
-        and ``metric/*``.
+        ``loss/speaker_invariance`` with a pair, and ``metric/*``.
         """
         self._check_mel(mel)
         if mask is not None and mask.shape != (mel.shape[0], mel.shape[2]):
@@ -268,8 +274,24 @@ class VCModel(nn.Module):
         if cycle_partner is not None:
             out.update(self._cycle_losses(content, mean, speaker, cycle_partner, x, mask, content_mask,
                                           detach=cycle_detach, code=cycle_code))
+        if invariance is not None:
+            out["loss/speaker_invariance"] = self._invariance_loss(*invariance)
         out["mel_hat"] = self.denormalize(x_hat)
         return out
+
+    def _invariance_loss(self, clean: torch.Tensor, corrupted: torch.Tensor,
+                         mask: torch.Tensor | None) -> torch.Tensor:
+        """Mean ``1 - cos`` of the speaker vectors of ``corrupted`` and ``clean`` ``(n, n_mels, T)``;
+        the clean vector is the fixed anchor (no gradient), so only the corrupted reading moves."""
+        self._check_mel(clean, "invariance clean mel")
+        if corrupted.shape != clean.shape or (mask is not None and mask.shape != (clean.shape[0], clean.shape[2])):
+            raise VoiceconvError(f"invariance needs a corrupted mel of the clean one's shape {tuple(clean.shape)} "
+                                 f"and a (n, frames) mask; got {tuple(corrupted.shape)} and "
+                                 f"{None if mask is None else tuple(mask.shape)}")
+        with torch.no_grad():
+            anchor = self.speaker_encoder(self.normalize(clean), mask)
+        vector = self.speaker_encoder(self.normalize(corrupted), mask)
+        return (1.0 - nn.functional.cosine_similarity(vector.float(), anchor.float(), dim=1)).mean()
 
     def _cycle_losses(self, content: torch.Tensor, mean: torch.Tensor, speaker: torch.Tensor,
                       partner: torch.Tensor, x: torch.Tensor, mask: torch.Tensor | None,

@@ -54,6 +54,7 @@ from voiceconv.training.cycle import CycleConfig, draw_partners
 from voiceconv.training.data import PreparedCorpus, SegmentBatcher
 from voiceconv.training.distributed import Distributed, any_rank, barrier, seed_everything, unwrap
 from voiceconv.training.run_directory import RunDirectory, RunLogger
+from voiceconv.training.speaker_invariance import SpeakerInvarianceConfig, invariance_pair
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +97,9 @@ class TrainConfig:
     # Convert part of each batch to another utterance's voice and back, rebuilding the original
     # (voiceconv/training/cycle.py; weight lambdas["loss/cycle"]). None: off, as in AdaIN-VC.
     cycle: CycleConfig | None = None
+    # Pull the speaker vector of a reference through a random channel toward that of the same clean
+    # reference (voiceconv/training/speaker_invariance.py; weight lambdas["loss/speaker_invariance"]).
+    speaker_invariance: SpeakerInvarianceConfig | None = None
     # The speaker encoder reads another segment of the same speaker, not the segment being rebuilt
     # (AdaIN-VC: the same segment), so the speaker vector cannot carry what is said.
     separate_reference: bool = False
@@ -159,8 +163,9 @@ def _augment(batch: dict[str, torch.Tensor], state: State) -> dict[str, torch.Te
 
 def _encoder_inputs(batch: dict[str, torch.Tensor], state: State) -> dict[str, torch.Tensor]:
     """The model's ``content_mel`` / ``speaker_mel`` / ``speaker_mask`` (``train.channel``,
-    ``train.content_warp``, ``train.separate_reference``); empty when all are off, so the model reads
-    ``mel`` itself. The reconstruction target is always the clean ``mel``."""
+    ``train.content_warp``, ``train.separate_reference``) and ``invariance`` (``train.speaker_invariance``);
+    empty when all are off, so the model reads ``mel`` itself. The reconstruction target is always the
+    clean ``mel``."""
     config = state.config
     inputs: dict[str, torch.Tensor] = {}
     speaker_mel, speaker_mask = batch["mel"], batch["mask"]
@@ -172,6 +177,10 @@ def _encoder_inputs(batch: dict[str, torch.Tensor], state: State) -> dict[str, t
         # Only the content path is warped: the speaker encoder must still hear the true voice.
         content_mel = warp_content(content_mel, config.content_warp, _step_generator(state, 3))
         inputs["content_mel"] = content_mel
+    if config.speaker_invariance is not None:
+        # From the clean reference, before train.channel: the anchor must be the uncorrupted voice.
+        inputs["invariance"] = invariance_pair(speaker_mel, speaker_mask, config.speaker_invariance,
+                                               _step_generator(state, 5), unwrap(state.model).mel_config)
     if config.channel is not None:
         # Independent channels for the two encoders: the speaker vector must not depend on the room
         # and microphone either, and the decoder must rebuild the clean mel from both.
