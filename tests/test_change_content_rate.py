@@ -40,7 +40,9 @@ def test_the_changed_model_runs_at_the_new_rate_and_keeps_every_other_weight():
 
     old, new = source.state_dict(), changed.state_dict()
     assert old.keys() == new.keys()
-    averaged = {"decoder.blocks.0.conv2.conv.weight", "decoder.blocks.0.conv2.conv.bias"}
+    dropped = [i for i, (old, new) in enumerate(zip(source.config.decoder.upsample, [1, 1, 2, 1, 2, 1])) if old != new]
+    assert dropped == [0]
+    averaged = {f"decoder.blocks.{i}.conv2.conv.{name}" for i in dropped for name in ("weight", "bias")}
     for name in old.keys() - averaged:
         assert torch.equal(old[name], new[name]), name
     for name in averaged:
@@ -60,7 +62,8 @@ def test_the_block_that_stops_upsampling_writes_the_mean_of_its_old_sub_frames()
 
 @pytest.mark.parametrize("subsample, upsample, message", [
     ([1, 2, 1, 2, 1], [2, 1, 2, 1, 2, 1], "one factor per block"),
-    ([1, 2, 1, 2, 2, 2], [2, 1, 2, 1, 4, 1], "stay or drop to 1"),
+    ([1, 2, 1, 2, 1, 2], [2, 1, 2, 1, 4, 1], "decoder factor can only stay or drop to 1"),
+    ([2, 2, 1, 2, 1, 1], [2, 1, 2, 1, 2, 1], "content-encoder stride can only stay or drop to 1"),
 ])
 def test_refuses_what_it_cannot_map(subsample, upsample, message):
     with pytest.raises(SystemExit, match=message):

@@ -197,6 +197,25 @@ def test_overrides(tmp_path):
         load_config(Experiment, None, ["model.decoder.chanels=3"])
 
 
+@dataclass
+class WideDecoder:
+    """A nested section whose default is not its class's own default."""
+
+    decoder: DecoderConfig = field(default_factory=lambda: DecoderConfig(channels=512, n_blocks=3))
+    quantizer: QuantizerConfig | None = None
+
+
+def test_a_partial_overlay_of_a_section_keeps_that_sections_own_default():
+    config = from_dict(WideDecoder, {"decoder": {"kernel_size": 3}})
+    assert config.decoder == DecoderConfig(channels=512, n_blocks=3, kernel_size=3)  # not channels=128
+    assert from_dict(WideDecoder, {}).decoder == DecoderConfig(channels=512, n_blocks=3)
+    # A class default (None) still takes the class's own defaults under a partial overlay.
+    assert from_dict(WideDecoder, {"quantizer": {"decay": 0.9}}).quantizer == QuantizerConfig(decay=0.9)
+    assert from_dict(WideDecoder, {"quantizer": None}).quantizer is None
+    with pytest.raises(ConfigError, match="decoder"):
+        from_dict(WideDecoder, {"decoder": 5})
+
+
 def test_deep_merge_does_not_mutate():
     base = {"a": {"b": 1, "c": 2}, "d": 3}
     merged = deep_merge(base, {"a": {"b": 5}, "e": 6})

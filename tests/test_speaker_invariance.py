@@ -41,6 +41,9 @@ def test_pairs_are_the_first_share_of_the_batch_every_one_corrupted_and_replayab
     assert torch.equal(clean, mel[:3]) and torch.equal(pair_mask, mask[:3])
     for index in range(3):
         assert (corrupted[index] - clean[index]).abs().mean() > 0.05, f"clip {index} left clean"
+    # The default channel leaves no clip clean, whatever the draws.
+    many = invariance_pair(mels(64, 40, seed=5), None, config, torch.Generator().manual_seed(7), mel_config)
+    assert ((many[1] - many[0]).abs().mean(dim=(1, 2)) > 1e-3).all()
     again = invariance_pair(mel, mask, config, torch.Generator().manual_seed(1), mel_config)[1]
     assert torch.equal(corrupted, again)
     other = invariance_pair(mel, mask, config, torch.Generator().manual_seed(2), mel_config)[1]
@@ -49,7 +52,7 @@ def test_pairs_are_the_first_share_of_the_batch_every_one_corrupted_and_replayab
     assert smallest[0].shape[0] == 1 and smallest[2] is None
 
 
-def test_loss_is_one_minus_cosine_to_the_clean_vector_and_only_the_corrupted_reading_learns():
+def test_loss_is_one_minus_cosine_to_the_clean_vector_with_the_gradient_through_the_corrupted_pass_only():
     model = trainer_state().model.eval()
     mel, mask = mels(4), torch.ones(4, 40)
     clean = mel[:2]
@@ -75,7 +78,7 @@ def test_loss_is_one_minus_cosine_to_the_clean_vector_and_only_the_corrupted_rea
     assert anchor_input.grad is None  # the clean vector is a fixed target
     assert corrupted_input.grad.abs().sum() > 0
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.speaker_encoder.parameters())
-    for name in ("content_encoder", "decoder"):
+    for name in ("content_encoder", "decoder"):  # sanity: the term never reaches the other networks
         assert all(p.grad is None for p in getattr(model, name).parameters()), name
 
     with pytest.raises(VoiceconvError, match="invariance"):
@@ -91,7 +94,7 @@ def held_out_invariance(model, pair) -> float:
     return out["loss/speaker_invariance"].item()
 
 
-def test_training_with_the_term_makes_held_out_vectors_channel_invariant_and_moves_every_parameter():
+def test_training_with_the_term_makes_held_out_vectors_channel_invariant():
     """The same 20 steps (same batches, same channel draws) with and without the term's weight: with it,
     held-out clips keep their vector through a channel they never saw, far more than without it."""
     results = {}
@@ -99,7 +102,6 @@ def test_training_with_the_term_makes_held_out_vectors_channel_invariant_and_mov
         torch.manual_seed(0)
         state = trainer_state("train.speaker_invariance.share=1.0", f"train.lambdas.loss/speaker_invariance={weight}",
                               "train.lr=0.005")
-        before = {name: p.detach().clone() for name, p in state.model.named_parameters()}
         pair = invariance_pair(mels(6, 40, seed=9), None, SpeakerInvarianceConfig(share=1.0),
                                torch.Generator().manual_seed(4), state.model.mel_config)
         start = held_out_invariance(state.model, pair)
@@ -107,8 +109,5 @@ def test_training_with_the_term_makes_held_out_vectors_channel_invariant_and_mov
         history = [train_step(state, batch)["loss/speaker_invariance"] for _ in range(20)]
         assert all(torch.isfinite(torch.tensor(history)))
         results[weight] = (start, held_out_invariance(state.model, pair))
-        if weight:
-            frozen = [name for name, p in state.model.named_parameters() if torch.equal(p.detach(), before[name])]
-            assert not frozen, frozen
     (start, trained), (_, untrained) = results[100.0], results[0.0]
     assert trained < 0.25 * untrained and trained < 0.25 * start, results

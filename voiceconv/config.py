@@ -195,7 +195,8 @@ def _dict_default(f: dataclasses.Field) -> dict | None:
         default = f.default
     if dataclasses.is_dataclass(default) and not isinstance(default, type):
         # A nested section whose default differs from its class's own defaults (e.g. a ChannelConfig
-        # that is always on): a partial overlay keeps the rest of *that* default.
+        # that is always on): a partial overlay keeps the rest of *that* default. Fields that a
+        # __post_init__ derives from others are taken from the default too, and then re-derived.
         return to_dict(default)
     return default if isinstance(default, dict) else None
 

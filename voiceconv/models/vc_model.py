@@ -282,7 +282,7 @@ class VCModel(nn.Module):
     def _invariance_loss(self, clean: torch.Tensor, corrupted: torch.Tensor,
                          mask: torch.Tensor | None) -> torch.Tensor:
         """Mean ``1 - cos`` of the speaker vectors of ``corrupted`` and ``clean`` ``(n, n_mels, T)``;
-        the clean vector is the fixed anchor (no gradient), so only the corrupted reading moves."""
+        the clean vector is a fixed anchor: the gradient flows only through the corrupted pass."""
         self._check_mel(clean, "invariance clean mel")
         if corrupted.shape != clean.shape or (mask is not None and mask.shape != (clean.shape[0], clean.shape[2])):
             raise VoiceconvError(f"invariance needs a corrupted mel of the clean one's shape {tuple(clean.shape)} "

@@ -11,16 +11,19 @@ the gap.
 
 This term asks for it directly. For a share of each batch, the clean speaker-encoder input (the
 reference segment, before ``train.channel``) is passed through a channel of its own (this config's
-``channel``, by default always on, with telephone band limits and EQ more often than the
-reconstruction's), and its vector is pulled toward the vector of the same clean segment:
-``loss/speaker_invariance = mean(1 - cos(s(corrupted), stop_gradient(s(clean))))``. The clean
-vector is the anchor and gets no gradient from the term, so the pull cannot shrink the whole space
-toward one point (the reconstruction keeps the clean vectors apart); only how the encoder reads a
-corrupted clip changes. Cosine, because conversion uses the vector's direction through AdaIN and
-every similarity score compares directions.
+``channel``: by default every clip gets an EQ curve, so none stays clean, and telephone band limits
+more often than the reconstruction's channel), and its vector is pulled toward the vector of the same
+clean segment: ``loss/speaker_invariance = mean(1 - cos(s(corrupted), stop_gradient(s(clean))))``.
+The term's gradient flows only through the corrupted pass: it asks the encoder to read a corrupted
+clip as it reads the clean one, not to move the clean reading toward the corrupted one. The weights
+are shared, so the clean vectors move too as the encoder changes, and a stop-gradient alone does not
+prevent the space from shrinking toward one point; the reconstruction, which needs distinct voices,
+is what keeps the clean vectors apart. Cosine, because conversion uses the vector's direction
+through AdaIN and every similarity score compares directions.
 
 :meth:`VCModel.forward` computes the term (so that it runs inside the possibly distributed forward);
-this module draws its inputs. Weight: ``lambdas["loss/speaker_invariance"]``, like every loss.
+this module draws its inputs. Weight: ``lambdas["loss/speaker_invariance"]``, like every loss (a key
+without a lambda weighs 1, against the reconstruction's 10; set it in the config).
 Cost: two more speaker-encoder passes over ``share`` of the batch (the speaker encoder is the
 cheapest of the three networks).
 """
@@ -38,9 +41,10 @@ from voiceconv.training.channel import ChannelConfig, corrupt
 
 
 def _invariance_channel() -> ChannelConfig:
-    # Every chosen clip is corrupted (a clean copy would add nothing), phone bands and EQ most often:
-    # they are what the references lose most to (robustness.py: eq 56 %, phone 42 % of the clean gain).
-    return ChannelConfig(probability=1.0, eq_probability=0.8, band_limit_probability=0.6,
+    # An EQ curve on every clip, so that none stays clean (a clean copy would add a zero to the mean),
+    # and band limits more often than the reconstruction's channel: EQ and phone lines are what the
+    # references lose most to (robustness.py: eq 56 %, phone 42 % of the clean gain).
+    return ChannelConfig(probability=1.0, eq_probability=1.0, band_limit_probability=0.6,
                          reverb_probability=0.3, noise_probability=0.3)
 
 

@@ -39,6 +39,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -161,13 +162,13 @@ def _augment(batch: dict[str, torch.Tensor], state: State) -> dict[str, torch.Te
     return augment_batch(batch, config, _step_generator(state, 1), unwrap(state.model).mel_config.log_clamp)
 
 
-def _encoder_inputs(batch: dict[str, torch.Tensor], state: State) -> dict[str, torch.Tensor]:
+def _encoder_inputs(batch: dict[str, torch.Tensor], state: State) -> dict[str, Any]:
     """The model's ``content_mel`` / ``speaker_mel`` / ``speaker_mask`` (``train.channel``,
     ``train.content_warp``, ``train.separate_reference``) and ``invariance`` (``train.speaker_invariance``);
     empty when all are off, so the model reads ``mel`` itself. The reconstruction target is always the
     clean ``mel``."""
     config = state.config
-    inputs: dict[str, torch.Tensor] = {}
+    inputs: dict[str, Any] = {}  # tensors, and the invariance tuple
     speaker_mel, speaker_mask = batch["mel"], batch["mask"]
     if "ref_mel" in batch:
         speaker_mel, speaker_mask = batch["ref_mel"], batch["ref_mask"]

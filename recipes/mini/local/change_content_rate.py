@@ -13,8 +13,8 @@ The surgery changes no shape but one:
   the same kernel; the block's residual simply skips its average pool);
 - a decoder block whose upsampling factor drops to 1 had a second conv with ``C * up`` outputs, one
   group of ``C`` per sub-frame (pixel shuffle, channel ``c * up + p`` is channel ``c`` of sub-frame
-  ``p``); the new conv gets the mean of those groups, i.e. it writes the average of what the old block
-  wrote into the frames it expanded.
+  ``p``); the new conv gets the mean of those groups, i.e. it writes the average of what the old conv
+  wrote into the frames it expanded (the block's output differs more: its AdaIN normalises again).
 
 The result is not meant to be used as is (its output is close to, not the same as, the source model's:
 the script prints the reconstruction L1 of both on the repository's example source); train from it with
@@ -39,9 +39,10 @@ def changed_model(source: VCModel, subsample: list[int], upsample: list[int]) ->
     old_sub, old_up = list(source.config.content_encoder.subsample), list(source.config.decoder.upsample)
     if len(subsample) != len(old_sub) or len(upsample) != len(old_up):
         raise SystemExit(f"give one factor per block: {len(old_sub)} subsample, {len(old_up)} upsample factors")
-    for old, new in zip(old_up, upsample):
-        if new != old and new != 1:
-            raise SystemExit(f"a decoder factor can only stay or drop to 1 (got {old} -> {new})")
+    for what, olds, news in (("content-encoder stride", old_sub, subsample), ("decoder factor", old_up, upsample)):
+        for old, new in zip(olds, news):
+            if new != old and new != 1:
+                raise SystemExit(f"a {what} can only stay or drop to 1 (got {old} -> {new})")
     tree = to_dict(source.config)
     tree["content_encoder"]["subsample"] = list(subsample)
     tree["decoder"]["upsample"] = list(upsample)
