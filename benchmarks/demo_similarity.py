@@ -9,6 +9,12 @@ own speaker encoder (shown otherwise, placed among real same-speaker pairs by
 ``similarity_calibration.json``; that placement is monotone, so it ranks like the cosine it is of:
 centred on the calibration's centre when it has one, else raw). Prints the Spearman rank correlation
 of each with the judge, over the pairs.
+
+``--features`` also scores the outputs with judge-free acoustic speaker features, the candidates for a
+demo figure that needs neither the judge nor the converter's own encoder (which the conversion itself
+optimises): the distance between the output's and the references' mean MFCCs (c1-c19, speech frames:
+the 60 % loudest), the same with their standard deviations, the level-free long-term average spectrum,
+and the median log-F0 (pYIN). Each is a higher-is-closer score, so a useful one has a positive Spearman.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval", required=True, help="a voiceconv evaluate report folder (with pairs.csv)")
     parser.add_argument("--model", default=None, help="the VC model that made the outputs (default: shipped)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--features", action="store_true", help="also rank by judge-free acoustic features")
     args = parser.parse_args(argv)
 
     import torch
@@ -53,9 +60,57 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Spearman with the judge: the judge itself (demo with [eval]) 1.000; the model's own encoder "
           f"(demo without [eval], {'centred, as the demo shows it' if centred else 'raw: no centred calibration'}) "
           f"{spearmanr(own, judge).statistic:.3f}; its raw cosine {spearmanr(raw, judge).statistic:.3f}")
+    if args.features:
+        scores = feature_scores(rows)
+        for name, values in scores.items():
+            print(f"Spearman with the judge, judge-free feature {name}: {spearmanr(values, judge).statistic:+.3f}")
     print(f"own-encoder similarity: mean {sum(own) / len(own):.3f}, range {min(own):.3f}-{max(own):.3f}; "
           f"judge: mean {sum(judge) / len(judge):.3f}, range {min(judge):.3f}-{max(judge):.3f}")
     return 0
+
+
+FEATURE_RATE = 16000  # the judge's rate too
+
+
+def clip_features(path: str) -> dict:
+    """Mean and std of MFCC c1-c19 over speech frames, level-free LTAS (dB) and median log-F0 of one clip."""
+    import librosa
+    import numpy as np
+
+    audio, _ = librosa.load(path, sr=FEATURE_RATE)
+    mfcc = librosa.feature.mfcc(y=audio, sr=FEATURE_RATE, n_mfcc=20, n_fft=512, hop_length=160, n_mels=40)  # (20, T)
+    speech = mfcc[0] > np.percentile(mfcc[0], 40)  # c0 is the frame's log energy: drop the quietest 40 %
+    power = np.abs(librosa.stft(audio, n_fft=512, hop_length=160)) ** 2  # (257, T')
+    loud = power.sum(0) > np.percentile(power.sum(0), 40)
+    ltas = 10 * np.log10(power[:, loud].mean(1) + 1e-10)
+    f0, _, _ = librosa.pyin(audio, fmin=60, fmax=400, sr=FEATURE_RATE, frame_length=1024, hop_length=320)
+    f0 = f0[np.isfinite(f0)]
+    return {"mean": mfcc[1:, speech].mean(1), "std": mfcc[1:, speech].std(1), "ltas": ltas - ltas.mean(),
+            "log_f0": float(np.log(np.median(f0))) if f0.size else float("nan")}
+
+
+def feature_scores(rows: list[dict]) -> dict[str, list[float]]:
+    """Per pair, higher-is-closer scores of the output against the mean of its target references' features."""
+    import numpy as np
+
+    cache: dict[str, dict] = {}
+
+    def features(path):
+        if path not in cache:
+            cache[path] = clip_features(path)
+        return cache[path]
+
+    scores = {"MFCC mean distance": [], "MFCC mean+std distance": [], "LTAS distance": [], "log-F0 distance": []}
+    for row in rows:
+        output = features(row["output"])
+        refs = [features(path) for path in row["target"].split(";")]
+        target = {key: np.nanmean([ref[key] for ref in refs], axis=0) for key in output}
+        scores["MFCC mean distance"].append(-float(np.linalg.norm(output["mean"] - target["mean"])))
+        scores["MFCC mean+std distance"].append(-float(np.linalg.norm(
+            np.concatenate([output["mean"] - target["mean"], output["std"] - target["std"]]))))
+        scores["LTAS distance"].append(-float(np.sqrt(np.mean((output["ltas"] - target["ltas"]) ** 2))))
+        scores["log-F0 distance"].append(-abs(output["log_f0"] - float(target["log_f0"])))
+    return scores
 
 
 if __name__ == "__main__":
