@@ -63,7 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.features:
         scores = feature_scores(rows)
         for name, values in scores.items():
-            print(f"Spearman with the judge, judge-free feature {name}: {spearmanr(values, judge).statistic:+.3f}")
+            usable = sum(1 for value in values if value == value)  # NaN: a clip with no voiced or loud frame
+            rho = spearmanr(values, judge, nan_policy="omit").statistic
+            print(f"Spearman with the judge, judge-free feature {name}: {rho:+.3f} ({usable} of {len(values)} pairs)")
     print(f"own-encoder similarity: mean {sum(own) / len(own):.3f}, range {min(own):.3f}-{max(own):.3f}; "
           f"judge: mean {sum(judge) / len(judge):.3f}, range {min(judge):.3f}-{max(judge):.3f}")
     return 0
@@ -79,9 +81,10 @@ def clip_features(path: str) -> dict:
 
     audio, _ = librosa.load(path, sr=FEATURE_RATE)
     mfcc = librosa.feature.mfcc(y=audio, sr=FEATURE_RATE, n_mfcc=20, n_fft=512, hop_length=160, n_mels=40)  # (20, T)
-    speech = mfcc[0] > np.percentile(mfcc[0], 40)  # c0 is the frame's log energy: drop the quietest 40 %
+    # c0 is about the frame's mean log-mel level: keep the loudest 60 % (>=, so a constant clip keeps all)
+    speech = mfcc[0] >= np.percentile(mfcc[0], 40)
     power = np.abs(librosa.stft(audio, n_fft=512, hop_length=160)) ** 2  # (257, T')
-    loud = power.sum(0) > np.percentile(power.sum(0), 40)
+    loud = power.sum(0) >= np.percentile(power.sum(0), 40)
     ltas = 10 * np.log10(power[:, loud].mean(1) + 1e-10)
     f0, _, _ = librosa.pyin(audio, fmin=60, fmax=400, sr=FEATURE_RATE, frame_length=1024, hop_length=320)
     f0 = f0[np.isfinite(f0)]
