@@ -14,13 +14,16 @@ of each with the judge, over the pairs.
 demo figure that needs neither the judge nor the converter's own encoder (which the conversion itself
 optimises): the distance between the output's and the references' mean MFCCs (c1-c19, speech frames:
 the 60 % loudest), the same with their standard deviations, the level-free long-term average spectrum,
-and the median log-F0 (pYIN). Each is a higher-is-closer score, so a useful one has a positive Spearman.
+and the median log-F0 (the converter's own F0 tracker, as for pitch "auto"). Each is a higher-is-closer
+score, so a useful one has a positive Spearman.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import functools
+import math
 import sys
 from pathlib import Path
 
@@ -63,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.features:
         scores = feature_scores(rows)
         for name, values in scores.items():
-            usable = sum(1 for value in values if value == value)  # NaN: a clip with no voiced or loud frame
+            usable = sum(1 for value in values if math.isfinite(value))  # NaN: a clip with no voiced frame
             rho = spearmanr(values, judge, nan_policy="omit").statistic
             print(f"Spearman with the judge, judge-free feature {name}: {rho:+.3f} ({usable} of {len(values)} pairs)")
     print(f"own-encoder similarity: mean {sum(own) / len(own):.3f}, range {min(own):.3f}-{max(own):.3f}; "
@@ -74,20 +77,24 @@ def main(argv: list[str] | None = None) -> int:
 FEATURE_RATE = 16000  # the judge's rate too
 
 
+@functools.cache  # each reference clip serves several pairs
 def clip_features(path: str) -> dict:
     """Mean and std of MFCC c1-c19 over speech frames, level-free LTAS (dB) and median log-F0 of one clip."""
     import librosa
     import numpy as np
 
-    audio, _ = librosa.load(path, sr=FEATURE_RATE)
+    from voiceconv.audio import load_audio
+    from voiceconv.convert.pitch import track_f0
+
+    audio = load_audio(path, FEATURE_RATE)
     mfcc = librosa.feature.mfcc(y=audio, sr=FEATURE_RATE, n_mfcc=20, n_fft=512, hop_length=160, n_mels=40)  # (20, T)
     # c0 is about the frame's mean log-mel level: keep the loudest 60 % (>=, so a constant clip keeps all)
     speech = mfcc[0] >= np.percentile(mfcc[0], 40)
     power = np.abs(librosa.stft(audio, n_fft=512, hop_length=160)) ** 2  # (257, T')
     loud = power.sum(0) >= np.percentile(power.sum(0), 40)
     ltas = 10 * np.log10(power[:, loud].mean(1) + 1e-10)
-    f0, _, _ = librosa.pyin(audio, fmin=60, fmax=400, sr=FEATURE_RATE, frame_length=1024, hop_length=320)
-    f0 = f0[np.isfinite(f0)]
+    f0 = track_f0(audio, FEATURE_RATE)  # the converter's own tracker (pitch "auto"); 0 where unvoiced
+    f0 = f0[f0 > 0]
     return {"mean": mfcc[1:, speech].mean(1), "std": mfcc[1:, speech].std(1), "ltas": ltas - ltas.mean(),
             "log_f0": float(np.log(np.median(f0))) if f0.size else float("nan")}
 
@@ -96,17 +103,10 @@ def feature_scores(rows: list[dict]) -> dict[str, list[float]]:
     """Per pair, higher-is-closer scores of the output against the mean of its target references' features."""
     import numpy as np
 
-    cache: dict[str, dict] = {}
-
-    def features(path):
-        if path not in cache:
-            cache[path] = clip_features(path)
-        return cache[path]
-
     scores = {"MFCC mean distance": [], "MFCC mean+std distance": [], "LTAS distance": [], "log-F0 distance": []}
     for row in rows:
-        output = features(row["output"])
-        refs = [features(path) for path in row["target"].split(";")]
+        output = clip_features(row["output"])
+        refs = [clip_features(path) for path in row["target"].split(";")]
         target = {key: np.nanmean([ref[key] for ref in refs], axis=0) for key in output}
         scores["MFCC mean distance"].append(-float(np.linalg.norm(output["mean"] - target["mean"])))
         scores["MFCC mean+std distance"].append(-float(np.linalg.norm(
