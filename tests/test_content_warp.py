@@ -85,3 +85,61 @@ def test_with_the_channel_on_the_speaker_input_is_the_same_with_or_without_the_w
               for name, overrides in {"plain": [], "warped": ["train.content_warp.probability=1.0"]}.items()}
     assert torch.equal(inputs["plain"]["speaker_mel"], inputs["warped"]["speaker_mel"])
     assert not torch.allclose(inputs["plain"]["content_mel"], inputs["warped"]["content_mel"], atol=1e-3)
+
+
+def comb_mel(peak_bin: float, spacing: float, batch: int = 2, frames: int = 30) -> torch.Tensor:
+    """Log-mels ``(B, 80, T)``: one broad formant at ``peak_bin`` plus a harmonic comb every ``spacing`` bins."""
+    bins = torch.arange(N_MELS, dtype=torch.float32)
+    comb = 1.5 * torch.cos(2 * math.pi * bins / spacing)  # (n_mels,), harmonics fall on multiples of spacing
+    mel = formant_mel(peak_bin, batch, frames)
+    mel[..., :-5] += comb[None, :, None]
+    return mel
+
+
+def test_split_envelope_keeps_the_formant_and_leaves_the_comb():
+    from voiceconv.training.content_warp import split_envelope
+
+    mel = comb_mel(peak_bin=30.0, spacing=4.0)
+    envelope, fine = split_envelope(mel, coefficients=16)
+    assert torch.allclose(envelope + fine, mel, atol=1e-5)
+    assert int(envelope[0, :, 0].argmax()) == 30  # the formant is envelope
+    expected = 1.5 * torch.cos(2 * math.pi * torch.arange(N_MELS) / 4.0)
+    assert torch.corrcoef(torch.stack([fine[0, 5:75, 0], expected[5:75]]))[0, 1] > 0.95  # the comb is fine
+    assert fine[..., -5:].abs().max() < 1e-4  # padding (flat at the floor) is all envelope
+
+
+def test_pitch_warp_moves_the_harmonics_apart_from_the_formant():
+    from voiceconv.training.content_warp import split_envelope
+
+    mel = comb_mel(peak_bin=30.0, spacing=4.0, batch=1)
+    config = ContentWarpConfig(alpha=(1.0, 1.0), pitch_alpha=(1.25, 1.25), probability=1.0)
+    out = warp_content(mel, config, torch.Generator().manual_seed(0))
+    envelope, fine = split_envelope(out, coefficients=16)
+    assert int(envelope[0, :, 0].argmax()) == 30  # the formant stays where it was
+    # The comb's spacing grows by the pitch factor: its autocorrelation peaks at 5 bins, not 4.
+    comb = fine[0, 4:40, 0]
+    lags = {lag: float((comb[:-lag] * comb[lag:]).mean()) for lag in range(3, 8)}
+    assert max(lags, key=lags.get) == 5
+    # Equal factors are the one warp of the whole mel, as without pitch_alpha.
+    same = ContentWarpConfig(alpha=(1.1, 1.1), pitch_alpha=(1.1, 1.1), probability=1.0)
+    whole = ContentWarpConfig(alpha=(1.1, 1.1), probability=1.0)
+    assert torch.allclose(warp_content(mel, same, torch.Generator().manual_seed(0)),
+                          warp_content(mel, whole, torch.Generator().manual_seed(0)), atol=1e-4)
+
+
+def test_pitch_draws_are_independent_and_leave_unwarped_utterances_alone():
+    from voiceconv.training.content_warp import _draw
+
+    config = ContentWarpConfig(alpha=(0.8, 1.25), pitch_alpha=(0.71, 1.41), probability=0.7)
+    alpha, pitch = _draw(20_000, config, torch.Generator().manual_seed(2))
+    warped = alpha != 1.0
+    assert torch.equal(warped, pitch != 1.0)  # warped together, by different factors
+    assert pitch.min() >= 0.71 and pitch.max() <= 1.41
+    assert abs(torch.corrcoef(torch.stack([alpha[warped].log(), pitch[warped].log()]))[0, 1]) < 0.05
+    # Without pitch_alpha the formant draws are the same as before it existed (resume of older runs).
+    plain = ContentWarpConfig(alpha=(0.8, 1.25), probability=0.7)
+    assert torch.equal(draw_alpha(20_000, plain, torch.Generator().manual_seed(2)), alpha)
+    with pytest.raises(ConfigError, match="content_warp.pitch_alpha"):
+        ContentWarpConfig(pitch_alpha=(1.2, 1.1))
+    with pytest.raises(ConfigError, match="content_warp.envelope_coefficients"):
+        ContentWarpConfig(envelope_coefficients=0)

@@ -17,6 +17,13 @@ the speaker vector. What is said survives a warp (it is VTLP, an ASR augmentatio
 Unlike :mod:`voiceconv.training.augment`'s VTLP, which makes a *new* voice of the whole example, this
 changes only one encoder's input; the speaker labels stay as they are. At conversion time nothing
 is warped.
+
+One warp moves formants and harmonics together, so the content input still tells the decoder how
+the speaker's pitch sits relative to their formants. With ``pitch_alpha`` set, the two move apart
+(the source-filter split of NANSY's formant and pitch perturbations, done on the log-mel itself):
+the spectral envelope (the mel's first ``envelope_coefficients`` DCT coefficients along the
+frequency axis, the vocal tract) is warped by ``alpha`` and the fine structure left over (the
+harmonic comb, the pitch) by an independent factor drawn from ``pitch_alpha``.
 """
 
 from __future__ import annotations
@@ -38,6 +45,14 @@ class ContentWarpConfig:
     alpha: tuple[float, float] = (0.87, 1.15)
     probability: float = 0.8  # share of utterances whose content input is warped (the rest stay as they are)
     boundary: float = 0.8  # fraction of the mel axis warped linearly before the tail maps onto the top bin
+    # Warp factors of the fine structure (harmonics), drawn apart from ``alpha``; None warps the whole
+    # mel by ``alpha``. Speakers' F0 spreads wider than their formants (an octave between a low male
+    # and a high female voice), so this range may be wider than ``alpha``'s.
+    pitch_alpha: tuple[float, float] | None = None
+    # DCT coefficients (of n_mels) kept as the envelope. At 80 bins up to 8 kHz, harmonics of a
+    # 100-250 Hz voice repeat every 3-7 bins below 1 kHz (DCT index 23-53); 16 keeps formants and
+    # tilt (periods of 10 bins and more) and leaves the comb to the fine structure.
+    envelope_coefficients: int = 16
 
     def __post_init__(self) -> None:
         low, high = (float(a) for a in self.alpha)
@@ -48,14 +63,52 @@ class ContentWarpConfig:
         if not 0.0 < self.boundary < 1.0:
             raise ConfigError(f"content_warp.boundary must be in (0, 1), got {self.boundary}")
         self.alpha = (low, high)
+        if self.pitch_alpha is not None:
+            low, high = (float(a) for a in self.pitch_alpha)
+            if not 0.0 < low <= high:
+                raise ConfigError("content_warp.pitch_alpha must be null or (low, high) with 0 < low <= high, "
+                                  f"got {self.pitch_alpha}")
+            self.pitch_alpha = (low, high)
+        if self.envelope_coefficients < 1:
+            raise ConfigError(f"content_warp.envelope_coefficients must be >= 1, got {self.envelope_coefficients}")
+
+
+def _log_uniform(size: int, bounds: tuple[float, float], generator: torch.Generator) -> torch.Tensor:
+    low, high = (math.log(a) for a in bounds)
+    return (low + (high - low) * torch.rand(size, generator=generator)).exp()
 
 
 def draw_alpha(size: int, config: ContentWarpConfig, generator: torch.Generator) -> torch.Tensor:
     """``(size,)`` warp factors: log-uniform in ``config.alpha`` for a ``probability`` share, else 1."""
-    low, high = (math.log(a) for a in config.alpha)
-    log_alpha = low + (high - low) * torch.rand(size, generator=generator)
+    return _draw(size, config, generator)[0]
+
+
+def _draw(size: int, config: ContentWarpConfig, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(alpha, pitch_alpha)``, each ``(size,)``; the utterances left unwarped get 1 in both.
+    ``pitch_alpha`` is drawn last, so configs without it draw exactly as before it existed."""
+    alpha = _log_uniform(size, config.alpha, generator)
     warped = torch.rand(size, generator=generator) < config.probability
-    return torch.where(warped, log_alpha.exp(), torch.ones(size))
+    pitch_alpha = alpha if config.pitch_alpha is None else _log_uniform(size, config.pitch_alpha, generator)
+    ones = torch.ones(size)
+    return torch.where(warped, alpha, ones), torch.where(warped, pitch_alpha, ones)
+
+
+def split_envelope(mel: torch.Tensor, coefficients: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``mel (B, n_mels, T)`` -> ``(envelope, fine)``, both ``(B, n_mels, T)``, with ``envelope + fine == mel``.
+
+    The envelope is the projection onto the first ``coefficients`` orthonormal DCT-II basis vectors
+    along the mel axis (cepstral liftering), so a frame that is flat across bins (padding at the
+    log floor) is all envelope and its fine structure is zero.
+    """
+    n_mels = mel.shape[1]
+    bins = torch.arange(n_mels, dtype=torch.float64)
+    index = torch.arange(min(coefficients, n_mels), dtype=torch.float64)
+    basis = torch.cos(math.pi / n_mels * (bins[None, :] + 0.5) * index[:, None])  # (K, n_mels)
+    basis[0] /= math.sqrt(2.0)
+    basis *= math.sqrt(2.0 / n_mels)  # orthonormal rows
+    projection = (basis.T @ basis).to(mel.dtype).to(mel.device)  # (n_mels, n_mels), symmetric
+    envelope = torch.einsum("jk,bkt->bjt", projection, mel)
+    return envelope, mel - envelope
 
 
 def warp_content(mel: torch.Tensor, config: ContentWarpConfig, generator: torch.Generator) -> torch.Tensor:
@@ -64,5 +117,8 @@ def warp_content(mel: torch.Tensor, config: ContentWarpConfig, generator: torch.
     The draws come from ``generator`` (CPU), so a training step stays a function of (seed, step, rank).
     Padding frames sit at the log floor in every bin, and a warp reads between bins, so they stay there.
     """
-    alpha = draw_alpha(mel.shape[0], config, generator).to(mel.device)
-    return warp_mel(mel.float(), alpha, config.boundary)
+    alpha, pitch_alpha = (factor.to(mel.device) for factor in _draw(mel.shape[0], config, generator))
+    if config.pitch_alpha is None:
+        return warp_mel(mel.float(), alpha, config.boundary)
+    envelope, fine = split_envelope(mel.float(), config.envelope_coefficients)
+    return warp_mel(envelope, alpha, config.boundary) + warp_mel(fine, pitch_alpha, config.boundary)
