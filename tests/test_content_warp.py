@@ -101,7 +101,13 @@ def test_split_envelope_keeps_the_formant_and_leaves_the_comb():
 
     mel = comb_mel(peak_bin=30.0, spacing=4.0)
     envelope, fine = split_envelope(mel, coefficients=16)
-    assert torch.allclose(envelope + fine, mel, atol=1e-5)
+    # A true orthogonal projection onto the first 16 DCT-II coefficients (scipy's orthonormal DCT).
+    from scipy.fft import dct, idct
+
+    cepstrum = dct(mel.numpy(), type=2, norm="ortho", axis=1)
+    cepstrum[:, 16:] = 0.0
+    assert torch.allclose(envelope, torch.from_numpy(idct(cepstrum, type=2, norm="ortho", axis=1)), atol=1e-4)
+    assert (envelope * fine).sum(dim=1).abs().max() < 1e-2  # the two parts are orthogonal in every frame
     assert int(envelope[0, :, 0].argmax()) == 30  # the formant is envelope
     expected = 1.5 * torch.cos(2 * math.pi * torch.arange(N_MELS) / 4.0)
     assert torch.corrcoef(torch.stack([fine[0, 5:75, 0], expected[5:75]]))[0, 1] > 0.95  # the comb is fine
@@ -136,10 +142,35 @@ def test_pitch_draws_are_independent_and_leave_unwarped_utterances_alone():
     assert torch.equal(warped, pitch != 1.0)  # warped together, by different factors
     assert pitch.min() >= 0.71 and pitch.max() <= 1.41
     assert abs(torch.corrcoef(torch.stack([alpha[warped].log(), pitch[warped].log()]))[0, 1]) < 0.05
-    # Without pitch_alpha the formant draws are the same as before it existed (resume of older runs).
+    # Without pitch_alpha the draws are those of the code before it existed (exact resume of older
+    # runs): log-uniform factors first, then the warped mask, from the same generator.
+    generator = torch.Generator().manual_seed(2)
+    log_alpha = math.log(0.8) + (math.log(1.25) - math.log(0.8)) * torch.rand(20_000, generator=generator)
+    before = torch.where(torch.rand(20_000, generator=generator) < 0.7, log_alpha.exp(), torch.ones(20_000))
     plain = ContentWarpConfig(alpha=(0.8, 1.25), probability=0.7)
-    assert torch.equal(draw_alpha(20_000, plain, torch.Generator().manual_seed(2)), alpha)
+    assert torch.equal(draw_alpha(20_000, plain, torch.Generator().manual_seed(2)), before)
+    assert torch.equal(alpha, before)  # and pitch_alpha's draws come after them
     with pytest.raises(ConfigError, match="content_warp.pitch_alpha"):
         ContentWarpConfig(pitch_alpha=(1.2, 1.1))
     with pytest.raises(ConfigError, match="content_warp.envelope_coefficients"):
         ContentWarpConfig(envelope_coefficients=0)
+    with pytest.raises(ConfigError, match="content_warp.envelope_coefficients"):  # no fine structure left
+        warp_content(formant_mel(30.0), ContentWarpConfig(pitch_alpha=(0.8, 1.2), envelope_coefficients=N_MELS),
+                     torch.Generator().manual_seed(0))
+
+
+def test_the_trainer_splits_the_warp_and_clamps_at_the_log_floor():
+    """``train.content_warp.pitch_alpha`` from the command line reaches the content input, which never goes
+    below the mel's log floor although envelope and harmonics move apart at a sharp spectral edge."""
+    from voiceconv.training.vc_trainer import _encoder_inputs
+
+    state = trainer_state("train.content_warp.probability=1.0", "train.content_warp.alpha=[1.2,1.2]",
+                          "train.content_warp.pitch_alpha=[0.75,0.75]")
+    assert state.config.content_warp.pitch_alpha == (0.75, 0.75)
+    floor = math.log(state.model.mel_config.log_clamp)
+    mel = torch.full((2, N_MELS, 20), floor)
+    mel[:, :40] = -5.0  # energy up to bin 40, nothing above: the split rings at the edge
+    content = _encoder_inputs(batch_of(mel), state)["content_mel"]
+    assert content.min() >= floor - 1e-6
+    single = trainer_state("train.content_warp.probability=1.0", "train.content_warp.alpha=[1.2,1.2]")
+    assert not torch.allclose(content, _encoder_inputs(batch_of(mel), single)["content_mel"], atol=1e-2)

@@ -28,6 +28,7 @@ harmonic comb, the pitch) by an independent factor drawn from ``pitch_alpha``.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -40,8 +41,8 @@ from voiceconv.training.augment import warp_mel
 @dataclass
 class ContentWarpConfig:
     # Warp factors, drawn log-uniformly (a warp up and its inverse down are equally likely).
-    # 0.87-1.15 is about +-2.4 semitones of formant and F0 shift: the spread between two adult
-    # speakers of one sex, well inside what the content of speech survives.
+    # 0.87-1.15 is about +-2.4 semitones of formant (and, without pitch_alpha, F0) shift: the spread
+    # between two adult speakers of one sex, well inside what the content of speech survives.
     alpha: tuple[float, float] = (0.87, 1.15)
     probability: float = 0.8  # share of utterances whose content input is warped (the rest stay as they are)
     boundary: float = 0.8  # fraction of the mel axis warped linearly before the tail maps onto the top bin
@@ -49,9 +50,10 @@ class ContentWarpConfig:
     # mel by ``alpha``. Speakers' F0 spreads wider than their formants (an octave between a low male
     # and a high female voice), so this range may be wider than ``alpha``'s.
     pitch_alpha: tuple[float, float] | None = None
-    # DCT coefficients (of n_mels) kept as the envelope. At 80 bins up to 8 kHz, harmonics of a
-    # 100-250 Hz voice repeat every 3-7 bins below 1 kHz (DCT index 23-53); 16 keeps formants and
-    # tilt (periods of 10 bins and more) and leaves the comb to the fine structure.
+    # DCT coefficients (of n_mels) kept as the envelope. At 80 bins up to 8 kHz a bin is about 37 Hz
+    # below 1 kHz, so harmonics of a 100-250 Hz voice repeat every 2.7-6.7 bins there (DCT index
+    # 24-60); 16 keeps formants and tilt (periods of 10 bins and more) and leaves the comb to the fine
+    # structure.
     envelope_coefficients: int = 16
 
     def __post_init__(self) -> None:
@@ -74,6 +76,7 @@ class ContentWarpConfig:
 
 
 def _log_uniform(size: int, bounds: tuple[float, float], generator: torch.Generator) -> torch.Tensor:
+    """``(size,)`` factors log-uniform in ``bounds = (low, high)``."""
     low, high = (math.log(a) for a in bounds)
     return (low + (high - low) * torch.rand(size, generator=generator)).exp()
 
@@ -93,32 +96,50 @@ def _draw(size: int, config: ContentWarpConfig, generator: torch.Generator) -> t
     return torch.where(warped, alpha, ones), torch.where(warped, pitch_alpha, ones)
 
 
-def split_envelope(mel: torch.Tensor, coefficients: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``mel (B, n_mels, T)`` -> ``(envelope, fine)``, both ``(B, n_mels, T)``, with ``envelope + fine == mel``.
-
-    The envelope is the projection onto the first ``coefficients`` orthonormal DCT-II basis vectors
-    along the mel axis (cepstral liftering), so a frame that is flat across bins (padding at the
-    log floor) is all envelope and its fine structure is zero.
-    """
-    n_mels = mel.shape[1]
+@functools.cache
+def _envelope_projection(n_mels: int, coefficients: int) -> torch.Tensor:
+    """``(n_mels, n_mels)`` float32 projection onto the first ``coefficients`` orthonormal DCT-II vectors."""
     bins = torch.arange(n_mels, dtype=torch.float64)
-    index = torch.arange(min(coefficients, n_mels), dtype=torch.float64)
+    index = torch.arange(coefficients, dtype=torch.float64)
     basis = torch.cos(math.pi / n_mels * (bins[None, :] + 0.5) * index[:, None])  # (K, n_mels)
     basis[0] /= math.sqrt(2.0)
     basis *= math.sqrt(2.0 / n_mels)  # orthonormal rows
-    projection = (basis.T @ basis).to(mel.dtype).to(mel.device)  # (n_mels, n_mels), symmetric
-    envelope = torch.einsum("jk,bkt->bjt", projection, mel)
-    return envelope, mel - envelope
+    return (basis.T @ basis).float()  # symmetric and idempotent
 
 
-def warp_content(mel: torch.Tensor, config: ContentWarpConfig, generator: torch.Generator) -> torch.Tensor:
-    """``mel (B, n_mels, T)`` log-mel -> ``(B, n_mels, T)`` with each utterance's frequency axis warped.
+def split_envelope(mel: torch.Tensor, coefficients: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``mel (B, n_mels, T)`` float32 -> ``(envelope, fine)``, both ``(B, n_mels, T)``, summing to ``mel``.
+
+    The envelope is the projection onto the first ``coefficients`` orthonormal DCT-II basis vectors
+    along the mel axis (cepstral liftering), so a frame that is flat across bins (padding at the
+    log floor) is all envelope and its fine structure is zero. Formant peaks narrower than about
+    ``n_mels / coefficients`` bins fall partly into the fine structure.
+    """
+    n_mels = mel.shape[1]
+    if not 1 <= coefficients < n_mels:
+        raise ConfigError(f"content_warp.envelope_coefficients must be in [1, {n_mels}) for {n_mels} mel bins, "
+                          f"got {coefficients}")
+    projection = _envelope_projection(n_mels, coefficients).to(device=mel.device)
+    # float32 even under autocast: in bf16 the envelope would be off by about 0.05 nats.
+    with torch.autocast(mel.device.type, enabled=False):
+        envelope = torch.einsum("jk,bkt->bjt", projection, mel.float())
+    return envelope, mel.float() - envelope
+
+
+def warp_content(mel: torch.Tensor, config: ContentWarpConfig, generator: torch.Generator,
+                 log_floor: float | None = None) -> torch.Tensor:
+    """``mel (B, n_mels, T)`` log-mel -> ``(B, n_mels, T)`` float32 with each utterance's frequency axis warped.
 
     The draws come from ``generator`` (CPU), so a training step stays a function of (seed, step, rank).
-    Padding frames sit at the log floor in every bin, and a warp reads between bins, so they stay there.
+    One warp of the whole mel reads between input bins, so its values stay within the input's range
+    and padding frames at the log floor stay there. With ``pitch_alpha``, envelope and fine structure
+    are warped by different factors and can overshoot where the spectrum has a sharp edge (up to about
+    a nat on real mels); ``log_floor`` (``log(mel_config.log_clamp)``) clamps the result there, as no
+    real mel goes below it.
     """
     alpha, pitch_alpha = (factor.to(mel.device) for factor in _draw(mel.shape[0], config, generator))
     if config.pitch_alpha is None:
         return warp_mel(mel.float(), alpha, config.boundary)
-    envelope, fine = split_envelope(mel.float(), config.envelope_coefficients)
-    return warp_mel(envelope, alpha, config.boundary) + warp_mel(fine, pitch_alpha, config.boundary)
+    envelope, fine = split_envelope(mel, config.envelope_coefficients)
+    warped = warp_mel(envelope, alpha, config.boundary) + warp_mel(fine, pitch_alpha, config.boundary)
+    return warped if log_floor is None else warped.clamp(min=log_floor)

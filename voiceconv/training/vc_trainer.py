@@ -176,7 +176,8 @@ def _encoder_inputs(batch: dict[str, torch.Tensor], state: State) -> dict[str, A
     content_mel = batch["mel"]
     if config.content_warp is not None:
         # Only the content path is warped: the speaker encoder must still hear the true voice.
-        content_mel = warp_content(content_mel, config.content_warp, _step_generator(state, 3))
+        content_mel = warp_content(content_mel, config.content_warp, _step_generator(state, 3),
+                                   log_floor=math.log(unwrap(state.model).mel_config.log_clamp))
         inputs["content_mel"] = content_mel
     if config.speaker_invariance is not None:
         # From the clean reference, before train.channel: the anchor must be the uncorrupted voice.
