@@ -16,6 +16,7 @@ combine a VC model and a vocoder that analyse audio differently.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -122,6 +123,19 @@ def mel_basis(config: MelConfig, dtype=np.float32) -> np.ndarray:
         dtype=np.float64,
     )
     return basis.astype(dtype)
+
+
+@functools.cache
+def smooth_projection(n_mels: int, n_basis: int) -> torch.Tensor:
+    """``(n_mels, n_mels)`` float32 projection of a log-mel frame onto its first ``n_basis`` orthonormal
+    DCT-II cosines along the mel axis: the frame's smooth part (level, tilt, broad bumps such as formants
+    or a channel's EQ curve). Symmetric and idempotent; applied as ``projection @ frame``."""
+    bins = torch.arange(n_mels, dtype=torch.float64)
+    index = torch.arange(n_basis, dtype=torch.float64)
+    basis = torch.cos(torch.pi / n_mels * (bins[None, :] + 0.5) * index[:, None])  # (n_basis, n_mels)
+    basis[0] /= 2.0**0.5
+    basis *= (2.0 / n_mels) ** 0.5  # orthonormal rows
+    return (basis.T @ basis).float()
 
 
 class MelSpectrogram(nn.Module):

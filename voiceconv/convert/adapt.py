@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import torch
 
 from voiceconv.errors import VoiceconvError
+from voiceconv.features import smooth_projection
 
 # 10 Adam steps at lr 0.01, chosen without any judge on held-out words of the trainer's validation
 # speakers (recipes/mini/local/select_adaptation.py --channel-draws 3), as the lowest mean of two
@@ -138,11 +139,7 @@ def _channel_curve_fit(n_basis: int, mel_std: torch.Tensor) -> Callable[[torch.T
     """
     if n_basis == 0:
         return None
-    n_mels = mel_std.shape[0]
-    bands = torch.arange(n_mels, dtype=torch.float32, device=mel_std.device) + 0.5
-    # DCT-II cosines: (n_mels, n_basis), orthogonal over the bands, so the projection is well conditioned.
-    basis = torch.cos(torch.pi * bands[:, None] * torch.arange(n_basis, device=mel_std.device)[None, :] / n_mels)
-    projection = basis @ torch.linalg.pinv(basis)  # (n_mels, n_mels): onto the span of the cosines
+    projection = smooth_projection(mel_std.shape[0], n_basis).to(mel_std.device)  # onto the span of the cosines
 
     def fit(residual: torch.Tensor) -> torch.Tensor:
         raw = residual.mean(dim=-1)[0] * mel_std  # (n_mels,): average residual in raw log-mel units

@@ -28,13 +28,13 @@ harmonic comb, the pitch) by an independent factor drawn from ``pitch_alpha``.
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 
 import torch
 
 from voiceconv.errors import ConfigError
+from voiceconv.features import smooth_projection
 from voiceconv.training.augment import warp_mel
 
 
@@ -57,22 +57,23 @@ class ContentWarpConfig:
     envelope_coefficients: int = 16
 
     def __post_init__(self) -> None:
-        low, high = (float(a) for a in self.alpha)
-        if not 0.0 < low <= high:
-            raise ConfigError(f"content_warp.alpha must be (low, high) with 0 < low <= high, got {self.alpha}")
+        self.alpha = _bounds("alpha", self.alpha)
         if not 0.0 <= self.probability <= 1.0:
             raise ConfigError(f"content_warp.probability must be in [0, 1], got {self.probability}")
         if not 0.0 < self.boundary < 1.0:
             raise ConfigError(f"content_warp.boundary must be in (0, 1), got {self.boundary}")
-        self.alpha = (low, high)
         if self.pitch_alpha is not None:
-            low, high = (float(a) for a in self.pitch_alpha)
-            if not 0.0 < low <= high:
-                raise ConfigError("content_warp.pitch_alpha must be null or (low, high) with 0 < low <= high, "
-                                  f"got {self.pitch_alpha}")
-            self.pitch_alpha = (low, high)
+            self.pitch_alpha = _bounds("pitch_alpha", self.pitch_alpha)
         if self.envelope_coefficients < 1:
             raise ConfigError(f"content_warp.envelope_coefficients must be >= 1, got {self.envelope_coefficients}")
+
+
+def _bounds(name: str, value) -> tuple[float, float]:
+    """``value`` as a ``(low, high)`` float pair with ``0 < low <= high``, or a ConfigError naming ``name``."""
+    low, high = (float(a) for a in value)
+    if not 0.0 < low <= high:
+        raise ConfigError(f"content_warp.{name} must be (low, high) with 0 < low <= high, got {value}")
+    return low, high
 
 
 def _log_uniform(size: int, bounds: tuple[float, float], generator: torch.Generator) -> torch.Tensor:
@@ -96,17 +97,6 @@ def _draw(size: int, config: ContentWarpConfig, generator: torch.Generator) -> t
     return torch.where(warped, alpha, ones), torch.where(warped, pitch_alpha, ones)
 
 
-@functools.cache
-def _envelope_projection(n_mels: int, coefficients: int) -> torch.Tensor:
-    """``(n_mels, n_mels)`` float32 projection onto the first ``coefficients`` orthonormal DCT-II vectors."""
-    bins = torch.arange(n_mels, dtype=torch.float64)
-    index = torch.arange(coefficients, dtype=torch.float64)
-    basis = torch.cos(math.pi / n_mels * (bins[None, :] + 0.5) * index[:, None])  # (K, n_mels)
-    basis[0] /= math.sqrt(2.0)
-    basis *= math.sqrt(2.0 / n_mels)  # orthonormal rows
-    return (basis.T @ basis).float()  # symmetric and idempotent
-
-
 def split_envelope(mel: torch.Tensor, coefficients: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``mel (B, n_mels, T)`` float32 -> ``(envelope, fine)``, both ``(B, n_mels, T)``, summing to ``mel``.
 
@@ -119,7 +109,7 @@ def split_envelope(mel: torch.Tensor, coefficients: int) -> tuple[torch.Tensor, 
     if not 1 <= coefficients < n_mels:
         raise ConfigError(f"content_warp.envelope_coefficients must be in [1, {n_mels}) for {n_mels} mel bins, "
                           f"got {coefficients}")
-    projection = _envelope_projection(n_mels, coefficients).to(device=mel.device)
+    projection = smooth_projection(n_mels, coefficients).to(device=mel.device)
     # float32 even under autocast: in bf16 the envelope would be off by about 0.05 nats.
     with torch.autocast(mel.device.type, enabled=False):
         envelope = torch.einsum("jk,bkt->bjt", projection, mel.float())
