@@ -1,0 +1,116 @@
+"""Widen a released VC model's decoder without changing what it computes, for a warm start at more capacity.
+
+    python recipes/mini/local/widen_decoder.py recipes/mini/weights/round15_invariance /tmp/vc_wide --channels 128
+
+Rounds 11-15 and three probes left the judge's similarity at 0.765-0.769 whatever the objective, and
+round 12 showed that a second cosine on the same objective buys nothing: the model, not the schedule,
+looks like the limit. Issue 12 asks for capacity where the learning curve says it pays; training a wider
+model from scratch is out of reach on two CPU cores, so this script grows the trained one instead.
+
+Zero-initialised growth (as Net2Net's function-preserving expansions, done with zeros rather than copies):
+every new decoder channel gets freshly initialised *incoming* weights (conv rows, its AdaIN scale and bias
+rows), and every weight *from* a new channel into an old one (conv columns, the output projection's
+columns) is zero. Instance norm and AdaIN act on each channel alone and the residual adds channel to
+channel, so the old channels, and the mel the decoder writes, are exactly what they were; the new channels
+run alongside with no effect until training gives them outgoing weights (their gradient is non-zero at
+once, because their activations are). The content and speaker encoders are untouched.
+
+Layouts that widening must respect:
+- ``conv2`` of an upsampling block has ``C * up`` outputs; pixel shuffle reads channel ``c`` of sub-frame
+  ``p`` at ``c * up + p``, an index that does not depend on ``C``, so the old rows stay in front;
+- an AdaIN affine predicts ``[scale (C), bias (C)]`` in one ``(2C, D)`` matrix, so the old bias rows move
+  from ``C_old`` to ``C_new``.
+
+The script checks the claim: it prints the largest difference between the two models' conversions of the
+repository's example (to float rounding), and refuses to write if it is not small. Train from the result
+with ``--init-from`` and ``decoder.channels`` set to the new width in the config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+
+from voiceconv.audio import load_audio
+from voiceconv.config import from_dict, to_dict
+from voiceconv.features import MelSpectrogram
+from voiceconv.models.vc_model import VCConfig, VCModel
+
+MAX_DIFFERENCE = 1e-4  # normalised log-mel units; float32 rounding is about 1e-6
+
+
+def widen_conv(old: torch.Tensor, new: torch.Tensor) -> None:
+    """Copy a conv's ``old`` weight or bias into the front of ``new`` in place, with no path from a new channel
+    into an old one.
+
+    Weights are ``(out, in, kernel)``. Rows past the old outputs keep ``new``'s fresh initialisation (the
+    new channels' incoming weights); columns past the old inputs are zeroed in the old rows.
+    """
+    if new.dim() == 1:  # a bias: old outputs in front
+        new[: old.shape[0]] = old
+        return
+    new[: old.shape[0]] = 0.0  # the old rows read nothing from the new channels ...
+    new[: old.shape[0], : old.shape[1]] = old  # ... and what they read before from the old ones
+
+
+def widen_affine(old: torch.Tensor, new: torch.Tensor, old_channels: int, new_channels: int) -> None:
+    """AdaIN's ``(2C, ...)`` affine: ``[scale rows, bias rows]``; each half keeps its old rows in front."""
+    new[:old_channels] = old[:old_channels]
+    new[new_channels: new_channels + old_channels] = old[old_channels:]
+
+
+def widened_model(source: VCModel, channels: int, seed: int = 0) -> VCModel:
+    """A copy of ``source`` whose decoder has ``channels`` channels and computes the same output."""
+    old_channels = source.config.decoder.channels
+    if channels <= old_channels:
+        raise SystemExit(f"--channels must exceed the decoder's {old_channels}")
+    tree = to_dict(source.config)
+    tree["decoder"]["channels"] = channels
+    torch.manual_seed(seed)  # the new channels' incoming weights: PyTorch's default init, reproducibly
+    target = VCModel(from_dict(VCConfig, tree), n_speakers=source.n_speakers)
+
+    old_state = source.state_dict()
+    state = {key: value.clone() for key, value in target.state_dict().items()}
+    for key, old in old_state.items():
+        new = state[key]
+        if new.shape == old.shape:
+            state[key] = old.clone()
+        elif not key.startswith("decoder."):
+            raise SystemExit(f"unexpected shape change outside the decoder: {key} "
+                             f"{tuple(old.shape)} -> {tuple(new.shape)}")
+        elif ".adain" in key:
+            widen_affine(old, new, old_channels, channels)
+        else:  # a conv weight or bias; the output projection keeps its n_mels rows, the input one its inputs
+            widen_conv(old, new)
+    target.load_state_dict(state, strict=True)
+    return target
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("source", help="released VC model directory")
+    parser.add_argument("destination", help="where to write the widened model")
+    parser.add_argument("--channels", type=int, required=True, help="the decoder's new width")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the new channels' initialisation")
+    parser.add_argument("--check-audio", default="examples/source.wav", help="speech to check the outputs on")
+    args = parser.parse_args()
+
+    source = VCModel.from_pretrained(args.source, device="cpu").eval()
+    target = widened_model(source, args.channels, args.seed).eval()
+    audio = load_audio(args.check_audio, source.config.mel.sample_rate)
+    mel = MelSpectrogram(source.config.mel)(torch.as_tensor(audio)[None])  # (1, n_mels, T)
+    with torch.no_grad():
+        speaker = source.embed(mel)
+        difference = (source.convert(mel, speaker) - target.convert(mel, speaker)).abs().max().item()
+    if difference > MAX_DIFFERENCE:
+        raise SystemExit(f"the widened model differs from the source by {difference:.2e}; not written")
+    path = target.save_pretrained(args.destination)
+    parameters = {name: sum(p.numel() for p in model.parameters())
+                  for name, model in (("source", source), ("widened", target))}
+    print(json.dumps({"destination": str(path), "max_difference": difference, "parameters": parameters}))
+
+
+if __name__ == "__main__":
+    main()
