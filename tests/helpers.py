@@ -6,7 +6,8 @@ envelope. Two voices with different ``f0``/``formants`` differ the way two speak
 spectral envelope), which is what voice-conversion tests need to measure.
 
 ``trainer_state`` and ``batch_of`` build a VC trainer state on the packaged debug config and a
-training batch, for tests of one training step.
+training batch, for tests of one training step; ``debug_vc_model`` is that config's model alone, seeded,
+for tests of the recipe's weight surgery.
 """
 
 from __future__ import annotations
@@ -89,6 +90,21 @@ def trainer_state(*overrides: str):
     experiment = load_experiment(Path(voiceconv.__file__).parent / "conf" / "debug.yaml", list(overrides))
     model = VCModel(experiment.model)
     return State(model, torch.optim.Adam(model.parameters()), experiment.train, Distributed(), NanGuard(5))
+
+
+def debug_vc_model(seed: int = 0):
+    """The packaged debug architecture (``adain_vc.yaml`` under ``debug.yaml``'s model section), seeded, eval mode."""
+    import yaml
+
+    import voiceconv
+    from voiceconv.config import deep_merge, from_dict, load_yaml
+    from voiceconv.models import VCConfig, VCModel
+
+    conf = Path(voiceconv.__file__).parent / "conf"
+    torch.manual_seed(seed)
+    model = deep_merge(load_yaml(conf / "adain_vc.yaml")["model"],
+                       yaml.safe_load((conf / "debug.yaml").read_text())["model"])
+    return VCModel(from_dict(VCConfig, model)).eval()
 
 
 def batch_of(mel: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -7,26 +7,15 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
+from helpers import debug_vc_model as tiny_model
 
-import voiceconv
-from voiceconv.config import deep_merge, from_dict, load_yaml
-from voiceconv.models import VCConfig, VCModel
+from voiceconv.models import VCModel
 from voiceconv.models.layers import pixel_shuffle_1d
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "recipes" / "mini" / "local"))
 
 import change_content_rate  # noqa: E402  (recipe script, imported from its folder)
-
-CONF = Path(voiceconv.__file__).parent / "conf"
-
-
-def tiny_model() -> VCModel:
-    torch.manual_seed(0)
-    model = deep_merge(load_yaml(CONF / "adain_vc.yaml")["model"],
-                       yaml.safe_load((CONF / "debug.yaml").read_text())["model"])
-    return VCModel(from_dict(VCConfig, model)).eval()
 
 
 def test_the_changed_model_runs_at_the_new_rate_and_keeps_every_other_weight():

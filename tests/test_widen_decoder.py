@@ -9,25 +9,18 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-import yaml
+from helpers import debug_vc_model
 
-import voiceconv
-from voiceconv.config import deep_merge, from_dict, load_yaml
-from voiceconv.models import VCConfig, VCModel
+from voiceconv.models import VCModel
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "recipes" / "mini" / "local"))
 
 import widen_decoder  # noqa: E402  (recipe script, imported from its folder)
 
-CONF = Path(voiceconv.__file__).parent / "conf"
-
 
 def tiny_model() -> VCModel:
-    torch.manual_seed(0)
-    model = deep_merge(load_yaml(CONF / "adain_vc.yaml")["model"],
-                       yaml.safe_load((CONF / "debug.yaml").read_text())["model"])
-    source = VCModel(from_dict(VCConfig, model)).eval()
+    source = debug_vc_model()
     # A freshly built decoder has AdaIN near plain IN; give every weight a trained-looking spread so that a
     # misplaced row (the AdaIN bias half, an upsampling conv's sub-frames) changes the output.
     with torch.no_grad():
