@@ -93,17 +93,13 @@ def trainer_state(*overrides: str):
 
 
 def debug_vc_model(seed: int = 0):
-    """The packaged debug architecture (``adain_vc.yaml`` under ``debug.yaml``'s model section), seeded, eval mode."""
-    import yaml
-
+    """The packaged debug architecture (``debug.yaml`` over its base), seeded, in eval mode."""
     import voiceconv
-    from voiceconv.config import deep_merge, from_dict, load_yaml
+    from voiceconv.config import from_dict, load_yaml
     from voiceconv.models import VCConfig, VCModel
 
-    conf = Path(voiceconv.__file__).parent / "conf"
     torch.manual_seed(seed)
-    model = deep_merge(load_yaml(conf / "adain_vc.yaml")["model"],
-                       yaml.safe_load((conf / "debug.yaml").read_text())["model"])
+    model = load_yaml(Path(voiceconv.__file__).parent / "conf" / "debug.yaml")["model"]
     return VCModel(from_dict(VCConfig, model)).eval()
 
 

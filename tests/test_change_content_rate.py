@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import debug_vc_model as tiny_model
+from helpers import debug_vc_model
 
 from voiceconv.models import VCModel
 from voiceconv.models.layers import pixel_shuffle_1d
@@ -19,7 +19,7 @@ import change_content_rate  # noqa: E402  (recipe script, imported from its fold
 
 
 def test_the_changed_model_runs_at_the_new_rate_and_keeps_every_other_weight():
-    source = tiny_model()
+    source = debug_vc_model()
     changed = change_content_rate.changed_model(source, [1, 2, 1, 2, 1, 1], [1, 1, 2, 1, 2, 1]).eval()
     assert changed.config.content_encoder.total_stride == 4
     mel = torch.randn(2, 80, 37)
@@ -39,7 +39,7 @@ def test_the_changed_model_runs_at_the_new_rate_and_keeps_every_other_weight():
 
 
 def test_the_block_that_stops_upsampling_writes_the_mean_of_its_old_sub_frames():
-    source = tiny_model()
+    source = debug_vc_model()
     changed = change_content_rate.changed_model(source, [1, 2, 1, 2, 1, 1], [1, 1, 2, 1, 2, 1])
     x = torch.randn(2, 16, 9)  # (B, C, T) at the decoder's width
     with torch.no_grad():
@@ -56,11 +56,11 @@ def test_the_block_that_stops_upsampling_writes_the_mean_of_its_old_sub_frames()
 ])
 def test_refuses_what_it_cannot_map(subsample, upsample, message):
     with pytest.raises(SystemExit, match=message):
-        change_content_rate.changed_model(tiny_model(), subsample, upsample)
+        change_content_rate.changed_model(debug_vc_model(), subsample, upsample)
 
 
 def test_main_writes_a_model_that_loads(tmp_path, monkeypatch, capsys):
-    tiny_model().save_pretrained(tmp_path / "source")
+    debug_vc_model().save_pretrained(tmp_path / "source")
     monkeypatch.setattr(sys, "argv", ["change_content_rate.py", str(tmp_path / "source"), str(tmp_path / "fine"),
                                       "--subsample", "1", "2", "1", "2", "1", "1",
                                       "--upsample", "1", "1", "2", "1", "2", "1",

@@ -21,6 +21,8 @@ import widen_decoder  # noqa: E402  (recipe script, imported from its folder)
 
 def tiny_model() -> VCModel:
     source = debug_vc_model()
+    # Non-trivial mel statistics, so that a surgery that dropped the model's buffers would show.
+    source.set_normalization(torch.randn(80), torch.rand(80) + 0.5)
     # A freshly built decoder has AdaIN near plain IN; give every weight a trained-looking spread so that a
     # misplaced row (the AdaIN bias half, an upsampling conv's sub-frames) changes the output.
     with torch.no_grad():
@@ -48,8 +50,9 @@ def test_the_widened_decoder_converts_exactly_as_before():
 
 
 def test_the_new_channels_learn_at_once():
-    wide = widen_decoder.widened_model(tiny_model(), 24).train()
-    old_width = 16
+    source = tiny_model()
+    old_width = source.config.decoder.channels
+    wide = widen_decoder.widened_model(source, old_width + 8).train()
     torch.manual_seed(2)
     mel, target = torch.randn(2, 80, 40), torch.randn(2, 80, 40)
     # Their incoming weights are fresh, not zero, so they carry activations ...
@@ -62,9 +65,25 @@ def test_the_new_channels_learn_at_once():
     assert out_gradient.abs().sum() > 0 and conv_gradient.abs().sum() > 0
 
 
+def test_the_seed_fixes_the_new_channels_and_leaves_the_callers_random_state_alone():
+    source = tiny_model()
+    width = source.config.decoder.channels + 8
+    torch.manual_seed(5)
+    expected_draw = torch.rand(3)
+    torch.manual_seed(5)
+    first = widen_decoder.widened_model(source, width, seed=1)
+    torch.testing.assert_close(torch.rand(3), expected_draw)
+    again = widen_decoder.widened_model(source, width, seed=1)
+    other = widen_decoder.widened_model(source, width, seed=2)
+    key = "decoder.blocks.0.conv1.conv.weight"
+    assert torch.equal(first.state_dict()[key], again.state_dict()[key])
+    assert not torch.equal(first.state_dict()[key], other.state_dict()[key])
+
+
 def test_refuses_a_width_that_does_not_grow():
+    source = tiny_model()
     with pytest.raises(SystemExit, match="must exceed"):
-        widen_decoder.widened_model(tiny_model(), 16)
+        widen_decoder.widened_model(source, source.config.decoder.channels)
 
 
 def test_main_writes_a_model_that_loads(tmp_path, monkeypatch, capsys):
