@@ -32,7 +32,8 @@ import sys
 import time
 from pathlib import Path
 
-CHANNEL_CONDITIONS = ("eq", "phone", "room")
+from voiceconv.evaluation.conditions import CHANNELS as CHANNEL_CONDITIONS
+
 NOISE_CONDITIONS = {"noise10": 10.0, "noise5": 5.0}
 ALL_CONDITIONS = ("clean", *CHANNEL_CONDITIONS, *NOISE_CONDITIONS)
 
@@ -46,12 +47,8 @@ def corrupt_file(source: Path, destination: Path, condition: str, seed: int) -> 
     audio, rate = sf.read(str(source), dtype="float32", always_2d=False)
     if audio.ndim > 1:
         audio = audio.mean(axis=1)
-    if condition == "eq":
-        out = conditions.laptop_eq(audio, rate)
-    elif condition == "phone":
-        out = conditions.telephone(audio, rate)
-    elif condition == "room":
-        out = conditions.reverberate(audio, rate, seed=seed)
+    if condition in conditions.CHANNELS:
+        out = conditions.apply_channel(audio, rate, condition, seed=seed)
     elif condition in NOISE_CONDITIONS:
         kind = conditions.NOISE_TYPES[seed % len(conditions.NOISE_TYPES)]
         out = conditions.add_noise(audio, rate, NOISE_CONDITIONS[condition], kind, seed=seed)

@@ -71,3 +71,13 @@ def test_noise_is_mixed_at_the_requested_snr(kind, snr_db):
 def test_unknown_noise_type_names_the_known_ones():
     with pytest.raises(ValueError, match="hum_fan, clicks, music"):
         conditions.make_noise("rain", 100, RATE)
+
+
+def test_apply_channel_names_each_channel_and_rejects_unknown_ones():
+    audio = speech_like(seed=3)
+    np.testing.assert_array_equal(conditions.apply_channel(audio, RATE, "eq"), conditions.laptop_eq(audio, RATE))
+    np.testing.assert_array_equal(conditions.apply_channel(audio, RATE, "phone"), conditions.telephone(audio, RATE))
+    np.testing.assert_array_equal(conditions.apply_channel(audio, RATE, "room", seed=2),
+                                  conditions.reverberate(audio, RATE, seed=2))
+    with pytest.raises(ValueError, match="eq, phone, room"):
+        conditions.apply_channel(audio, RATE, "tunnel")

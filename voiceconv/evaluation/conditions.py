@@ -22,6 +22,7 @@ import math
 import numpy as np
 
 NOISE_TYPES = ("hum_fan", "clicks", "music")
+CHANNELS = ("eq", "phone", "room")  # the recording-channel conditions of :func:`apply_channel`
 
 
 def _biquad_peaking(frequency: float, gain_db: float, q: float, rate: int) -> tuple[np.ndarray, np.ndarray]:
@@ -98,6 +99,17 @@ def reverberate(audio: np.ndarray, rate: int, seed: int = 0) -> np.ndarray:
 
     wet = signal.fftconvolve(audio, room_impulse_response(rate, seed=seed))[: audio.size]
     return _keep_level(wet, audio)
+
+
+def apply_channel(audio: np.ndarray, rate: int, channel: str, seed: int = 0) -> np.ndarray:
+    """``audio`` through the named recording channel (one of :data:`CHANNELS`); ``seed`` picks the room."""
+    if channel == "eq":
+        return laptop_eq(audio, rate)
+    if channel == "phone":
+        return telephone(audio, rate)
+    if channel == "room":
+        return reverberate(audio, rate, seed=seed)
+    raise ValueError(f"unknown channel {channel!r}; choose from {', '.join(CHANNELS)}")
 
 
 def make_noise(kind: str, n_samples: int, rate: int, seed: int = 0) -> np.ndarray:

@@ -89,10 +89,8 @@ def main() -> None:
 
     def mel_of(path: Path, condition: str) -> np.ndarray:
         audio = load_audio(path, converter.sample_rate)
-        if condition == "eq":
-            audio = conditions.laptop_eq(audio, converter.sample_rate)
-        elif condition == "phone":
-            audio = conditions.telephone(audio, converter.sample_rate)
+        if condition != "clean":
+            audio = conditions.apply_channel(audio, converter.sample_rate, condition)
         return frontend(torch.from_numpy(trim_silence(audio, converter.sample_rate))).numpy()
 
     def vector(mels: list[np.ndarray]) -> torch.Tensor:
