@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from helpers import write_corpus
 
 import voiceconv
+import voiceconv.training.vocoder_trainer as vocoder_trainer
 from voiceconv.checkpoint import resolve_model_dir
 from voiceconv.config import apply_overrides, from_dict, load_yaml
 from voiceconv.errors import ConfigError
@@ -217,19 +219,36 @@ def test_init_from_may_change_the_refinement_iterations_which_have_no_weights(pr
         assert torch.equal(state.generator.generator.state_dict()[name], tensor)
 
 
-def test_finetuning_feeds_the_vc_reconstruction_as_input(prepared, tmp_path):
-    """The mel transform (a VC model's convert(mel, embed(mel)) in real use) replaces every input mel."""
+def test_finetuning_feeds_the_vc_reconstruction_of_whole_utterances(prepared, tmp_path, monkeypatch):
+    """The mel transform (a VC model's convert(mel, embed(mel)) in real use) sees each whole utterance
+    once, and every training batch and validation utterance reads its output."""
+    corpus = PreparedCorpus(prepared)
     seen = []
 
     def transform(mel: torch.Tensor) -> torch.Tensor:
-        seen.append(mel.shape)
+        seen.append(mel.shape[-1])
         return mel + 0.5  # a recognisably different mel
 
+    batches = []
+    original = vocoder_trainer.train_step
+
+    def spy(state, batch):
+        batches.append(batch["mel"].clone())
+        return original(state, batch)
+
+    monkeypatch.setattr(vocoder_trainer, "train_step", spy)
     exp = experiment("train.steps=2")
     train(exp, prepared, tmp_path / "ft", progress=False, mel_transform=transform)
-    batch_shape = (exp.train.batch_size, 80, exp.train.segment_frames)
-    assert seen.count(batch_shape) == 2  # every training batch went through the transform
-    assert len(seen) > 2  # and the validation utterances too
+    assert seen == [u.n_frames for u in corpus.utterances]  # whole utterances, each once
+    rebuilt = np.load(tmp_path / "ft" / "vc_mels.npy")
+    original_mels = np.asarray(corpus.mels, np.float32)
+    assert np.allclose(rebuilt.astype(np.float32), original_mels + 0.5, atol=1e-2)
+    assert len(batches) == 2
+    # Every batch frame is a reconstructed frame: padding aside, none equals its recording's mel.
+    silence = float(np.log(exp.model.mel.log_clamp))
+    for mels in batches:
+        real = mels[mels != silence]
+        assert real.numel() and float(real.min()) >= float(original_mels.min()) + 0.5 - 1e-2
 
 
 def test_finetune_from_a_saved_vc_model(prepared, tmp_path):

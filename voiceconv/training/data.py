@@ -8,6 +8,7 @@ with no sampler state to save.
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import logging
@@ -52,6 +53,7 @@ class PreparedCorpus:
                 for r in csv.DictReader(handle)
             ]
         self.speakers = sorted({u.speaker for u in self.utterances})
+        self.mels_path = self.directory / "mels.npy"
         self._mels = None
         self._audio = None
 
@@ -59,8 +61,21 @@ class PreparedCorpus:
     def mels(self) -> np.ndarray:
         # Opened lazily so the object pickles cheaply into worker processes.
         if self._mels is None:
-            self._mels = np.load(self.directory / "mels.npy", mmap_mode="r")
+            self._mels = np.load(self.mels_path, mmap_mode="r")
         return self._mels
+
+    def with_mels(self, path: str | Path) -> PreparedCorpus:
+        """The same utterances and audio, with the mels read from ``path`` (the layout of ``mels.npy``).
+
+        A vocoder fine-tuned on a VC model's reconstructions reads them in place of the recordings' mels.
+        """
+        mels = np.load(path, mmap_mode="r")
+        if mels.shape != self.mels.shape:
+            raise VoiceconvError(f"{path}: mels of shape {mels.shape} do not match {self.mels_path} "
+                                 f"{self.mels.shape}; delete it to rebuild it")
+        other = copy.copy(self)
+        other.mels_path, other._mels = Path(path), None
+        return other
 
     @property
     def audio_array(self) -> np.ndarray:

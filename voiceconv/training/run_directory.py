@@ -26,6 +26,7 @@ class RunDirectory:
         train_state.pt              everything needed to resume (written atomically)
         metrics.jsonl               one JSON line per logged step
         tb/                         TensorBoard event files
+        vc_mels.npy (.json)         a vocoder fine-tune's input mels, reconstructed by a VC model
         last/  best/                released-format model directories
         checkpoints/step_0001000/   periodic model directories (only the newest K are kept)
     """
@@ -44,6 +45,10 @@ class RunDirectory:
     @property
     def metrics(self) -> Path:
         return self.root / "metrics.jsonl"
+
+    @property
+    def vc_mels(self) -> Path:
+        return self.root / "vc_mels.npy"
 
     @property
     def tensorboard(self) -> Path:

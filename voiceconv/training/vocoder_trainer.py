@@ -12,7 +12,8 @@ Ctrl-C in a single process saves a resume point first (as the VC trainer does); 
 resumes from the last checkpoint.
 
 Fine-tune on the mels a VC model reconstructs from real audio (fewer artifacts on converted speech),
-starting from an existing vocoder::
+starting from an existing vocoder. The reconstructions are made once, from whole utterances as a
+conversion sees them, and kept in the run directory (``vc_mels.npy``)::
 
     voiceconv train-vocoder --config voiceconv/conf/vocoder_istft.yaml --data prepared/ --out runs/voc_ft \\
         --finetune-from-vc runs/adain_vc train.init_from=runs/vocoder/best
@@ -41,6 +42,7 @@ share (loop, checkpoints, logs, resume) lives in :mod:`voiceconv.training.loop`.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 from collections.abc import Callable
@@ -50,8 +52,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from voiceconv.atomic import atomic_path
 from voiceconv.checkpoint import (
     load_pretrained,
+    read_config,
     resolve_model_dir,
 )
 from voiceconv.errors import ConfigError
@@ -151,7 +155,6 @@ class State(TrainingState):
     guard: NanGuard
     mel_loss: MelLoss
     stft_loss: MultiResolutionSTFTLoss
-    mel_transform: MelTransform | None = None  # VC reconstruction of the input mel (fine-tuning)
     step: int = 0
     best_val: float = math.inf
 
@@ -205,9 +208,6 @@ def train_step(state: State, batch: dict[str, torch.Tensor]) -> dict[str, float]
     discriminators.train()
     mel = batch["mel"].to(state.device, non_blocking=True)
     audio = batch["audio"].to(state.device, non_blocking=True)
-    if state.mel_transform is not None:
-        with torch.no_grad():
-            mel = state.mel_transform(mel)
     lr_g, lr_d = learning_rate(config.lr_g, state.step, config), learning_rate(config.lr_d, state.step, config)
     for group in state.opt_g.param_groups:
         group["lr"] = lr_g
@@ -270,8 +270,10 @@ def train_step(state: State, batch: dict[str, torch.Tensor]) -> dict[str, float]
 # ------------------------------------------------------------------------------------------ set-up
 
 
-def vc_mel_transform(path: str | Path, mel_config, device: torch.device) -> MelTransform:
-    """``mel -> model.convert(mel, model.embed(mel))`` for the VC model at ``path`` (frozen, eval mode)."""
+def vc_mel_transform(path: str | Path, mel_config, device: torch.device) -> tuple[MelTransform, str]:
+    """``mel -> model.convert(mel, model.embed(mel))`` for the VC model at ``path`` (frozen, eval mode),
+    and the model's weight checksum (what the cached reconstructions were made by)."""
+    from voiceconv.models.vc_model import KIND as KIND_VC
     from voiceconv.models.vc_model import VCModel
 
     model_dir = resolve_model_dir(path)
@@ -285,7 +287,39 @@ def vc_mel_transform(path: str | Path, mel_config, device: torch.device) -> MelT
     def transform(mel: torch.Tensor) -> torch.Tensor:
         return model.convert(mel, model.embed(mel))
 
-    return transform
+    return transform, read_config(model_dir, KIND_VC).get("sha256", str(model_dir))
+
+
+def reconstruct_corpus(corpus: PreparedCorpus, transform: MelTransform, path: Path, made_by: str,
+                       device: torch.device) -> PreparedCorpus:
+    """``corpus`` with every utterance's mel replaced by ``transform`` of the whole utterance.
+
+    Whole utterances, not training segments: the VC model's instance norm and speaker vector then see
+    what they see in a conversion, where a 32-frame segment would give them a third of a second. The
+    result is written once to ``path`` (float16, the layout of ``mels.npy``) beside a record of
+    ``made_by``, and reused on resume while ``made_by`` matches.
+    """
+    record = path.with_suffix(".json")
+    if path.is_file() and record.is_file() and json.loads(record.read_text()).get("made_by") == made_by:
+        logger.info("reusing the reconstructed mels in %s", path)
+        return corpus.with_mels(path)
+    logger.info("reconstructing %d utterances through the VC model into %s", len(corpus), path)
+    with atomic_path(path, suffix=".npy") as temp:
+        out = np.lib.format.open_memmap(temp, mode="w+", dtype=np.float16, shape=corpus.mels.shape)
+        with torch.no_grad():
+            for index, utterance in enumerate(corpus.utterances):
+                mel = torch.from_numpy(corpus.mel(index)).to(device).unsqueeze(0)  # (1, n_mels, T)
+                rebuilt = transform(mel)[0].float().cpu()  # (n_mels, T)
+                if rebuilt.shape != mel.shape[1:]:
+                    raise ConfigError(f"the mel transform changed {utterance.utterance_id}'s shape "
+                                      f"{tuple(mel.shape[1:])} to {tuple(rebuilt.shape)}")
+                # mels.npy stores frames as rows: (T, n_mels).
+                out[utterance.frame_offset : utterance.frame_offset + utterance.n_frames] = rebuilt.T.numpy()
+        out.flush()
+        del out
+    with atomic_path(record) as temp:
+        temp.write_text(json.dumps({"made_by": made_by, "utterances": len(corpus)}) + "\n")
+    return corpus.with_mels(path)
 
 
 def _weight_shaping(config: dict) -> dict:
@@ -339,15 +373,12 @@ def split_validation(corpus: PreparedCorpus, n_val: int, seed: int) -> tuple[lis
 
 
 @torch.no_grad()
-def validate(vocoder: Vocoder, val: ValidationSet, device: torch.device,
-             mel_transform: MelTransform | None = None) -> tuple[dict[str, float], list[torch.Tensor]]:
+def validate(vocoder: Vocoder, val: ValidationSet, device: torch.device) -> tuple[dict[str, float], list[torch.Tensor]]:
     """``val/mel_l1`` and ``val/mrstft`` of the vocoder's resynthesis of each held-out utterance."""
     vocoder.eval()
     mel_l1, mrstft, outputs = [], [], []
     for mel, audio in zip(val.mels, val.audios):
         mel = mel.to(device).unsqueeze(0)  # (1, n_mels, T)
-        if mel_transform is not None:
-            mel = mel_transform(mel)
         output = vocoder(mel)[0].float().clamp(-1, 1).cpu()  # (T * hop,)
         outputs.append(output)
         mel_l1.append(log_mel_l1(audio, output, vocoder.mel_config))
@@ -355,8 +386,7 @@ def validate(vocoder: Vocoder, val: ValidationSet, device: torch.device,
     return {"val/mel_l1": float(np.mean(mel_l1)), "val/mrstft": float(np.mean(mrstft))}, outputs
 
 
-def build_state(experiment: VocoderExperiment, ctx: Distributed,
-                mel_transform: MelTransform | None = None) -> State:
+def build_state(experiment: VocoderExperiment, ctx: Distributed) -> State:
     """Networks, optimizers and losses with identical initial weights on every rank."""
     config = experiment.train
     seed_everything(config.seed)
@@ -376,7 +406,7 @@ def build_state(experiment: VocoderExperiment, ctx: Distributed,
                               weight_decay=config.weight_decay)
     return State(generator, wrapped_d, opt_g, opt_d, config, ctx, NanGuard(config.max_bad_steps),
                  MelLoss(experiment.model.mel).to(ctx.device),
-                 MultiResolutionSTFTLoss(config.stft_resolutions).to(ctx.device), mel_transform)
+                 MultiResolutionSTFTLoss(config.stft_resolutions).to(ctx.device))
 
 
 # ------------------------------------------------------------------------------------------- loop
@@ -394,8 +424,8 @@ def train(
 ) -> dict[str, float]:
     """Train (or resume) a vocoder run in ``out_dir`` on the prepared corpus ``data_dir``; returns the last scalars.
 
-    ``mel_transform`` replaces the input mels (tests inject one; the CLI builds it from
-    ``train.finetune_from_vc``).
+    ``mel_transform`` replaces every utterance's input mel, applied once to whole utterances (tests
+    inject one; ``train.finetune_from_vc`` builds it from a VC model).
     """
     config = experiment.train
     if experiment.model.generator == "griffin_lim":
@@ -408,12 +438,19 @@ def _train(experiment: VocoderExperiment, data_dir, run: RunDirectory, resume: b
            progress: bool, mel_transform: MelTransform | None) -> dict[str, float]:
     config = experiment.train
     corpus = open_run(run, experiment, data_dir, resume, ctx, "vocoder config")
+    made_by = "injected transform"
     if mel_transform is None and config.finetune_from_vc:
-        mel_transform = vc_mel_transform(config.finetune_from_vc, experiment.model.mel, ctx.device)
+        mel_transform, made_by = vc_mel_transform(config.finetune_from_vc, experiment.model.mel, ctx.device)
+    if mel_transform is not None:
+        # The main process writes the reconstructions once; the others wait and read them.
+        if ctx.is_main:
+            reconstruct_corpus(corpus, mel_transform, run.vc_mels, made_by, ctx.device)
+        barrier(ctx)
+        corpus = corpus.with_mels(run.vc_mels)
     train_indices, val_indices = split_validation(corpus, config.n_val_utterances, config.seed)
     batcher = SegmentBatcher(corpus, config.segment_frames, config.batch_size // ctx.world_size, config.seed,
                              train_indices, ctx.rank, ctx.world_size, with_audio=True)
-    state = build_state(experiment, ctx, mel_transform)
+    state = build_state(experiment, ctx)
     if resume:
         loop.restore(state, run)
         # A resumed run may change hyperparameters; the config wins (the lr is set from the step anyway).
@@ -447,12 +484,12 @@ def _train(experiment: VocoderExperiment, data_dir, run: RunDirectory, resume: b
 
 def _validate_and_log(vocoder: Vocoder, val: ValidationSet, state: State, log: RunLogger,
                       with_baseline: bool) -> dict[str, float]:
-    scores, outputs = validate(vocoder, val, state.device, state.mel_transform)
+    scores, outputs = validate(vocoder, val, state.device)
     sample_rate = vocoder.sample_rate
     if with_baseline:
         # Griffin-Lim on the same input: the bar a neural vocoder has to clear (logged once per process).
         griffin_lim = Vocoder.griffin_lim(vocoder.mel_config, device=state.device)
-        baseline = validate(griffin_lim, val, state.device, state.mel_transform)[0]
+        baseline = validate(griffin_lim, val, state.device)[0]
         scores.update({f"{k}_griffin_lim": v for k, v in baseline.items()})
     log.scalars(scores, state.step)
     logger.info("step %d: %s", state.step, ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
