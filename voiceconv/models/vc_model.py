@@ -225,7 +225,8 @@ class VCModel(nn.Module):
         (:mod:`voiceconv.training.speaker_invariance`). Keys: ``mel_hat``
         (raw log-mel), ``loss/rec``, ``loss/kl`` (0 without the VAE), plus ``loss/vq_commit`` and
         ``loss/adv`` when those modules exist, ``loss/cycle`` (and ``loss/cycle_code``) with partners,
-        ``loss/speaker_invariance`` with a pair, and ``metric/*``.
+        ``loss/speaker_invariance`` with a pair, ``cycle_converted`` (the normalised conversions ``(n, n_mels,
+        T)``) with partners, and ``metric/*``.
         """
         self._check_mel(mel)
         if mask is not None and mask.shape != (mel.shape[0], mel.shape[2]):
@@ -320,7 +321,8 @@ class VCModel(nn.Module):
                                                                  sub_mask)
         cycle_code = self.quantizer(cycle_mean, cycle_content_mask)[0] if self.quantizer is not None else cycle_mean
         back = self.decoder(cycle_code, speaker[first], frames, cycle_content_mask)  # (n, n_mels, T)
-        out = {"loss/cycle": masked_l1(back, x[first], sub_mask)}
+        # The conversion itself (normalised) goes back too, for terms that judge it (train.speaker_critic).
+        out = {"loss/cycle": masked_l1(back, x[first], sub_mask), "cycle_converted": converted}
         if code:
             if detach:
                 # A second content-encoder pass: this term's gradient must reach the conversion, the

@@ -46,6 +46,7 @@ import torch
 
 from voiceconv.config import to_dict
 from voiceconv.errors import ConfigError, TrainingError
+from voiceconv.models.speaker_critic import SpeakerCritic
 from voiceconv.models.vc_model import VCConfig, VCModel
 from voiceconv.training import loop
 from voiceconv.training.augment import AugmentConfig, augment_batch, n_virtual_speakers
@@ -55,6 +56,7 @@ from voiceconv.training.cycle import CycleConfig, draw_partners
 from voiceconv.training.data import PreparedCorpus, SegmentBatcher
 from voiceconv.training.distributed import Distributed, any_rank, barrier, seed_everything, unwrap
 from voiceconv.training.run_directory import RunDirectory, RunLogger
+from voiceconv.training.speaker_critic import SpeakerCriticTermConfig, critic_loss
 from voiceconv.training.speaker_invariance import SpeakerInvarianceConfig, invariance_pair
 
 logger = logging.getLogger(__name__)
@@ -101,6 +103,9 @@ class TrainConfig:
     # Pull the speaker vector of a reference through a random channel toward that of the same clean
     # reference (voiceconv/training/speaker_invariance.py; weight lambdas["loss/speaker_invariance"]).
     speaker_invariance: SpeakerInvarianceConfig | None = None
+    # A frozen speaker verifier of our own scores the cycle's conversions against their target voices
+    # (voiceconv/training/speaker_critic.py; weight lambdas["loss/speaker_critic"]; needs train.cycle).
+    speaker_critic: SpeakerCriticTermConfig | None = None
     # The speaker encoder reads another segment of the same speaker, not the segment being rebuilt
     # (AdaIN-VC: the same segment), so the speaker vector cannot carry what is said.
     separate_reference: bool = False
@@ -112,6 +117,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         loop.check_schedule(self)
+        if self.speaker_critic is not None and self.cycle is None:
+            raise ConfigError("train.speaker_critic judges the cycle's conversions; set train.cycle too")
 
 
 @dataclass
@@ -125,6 +132,7 @@ class State(loop.TrainingState):
     guard: loop.NanGuard
     step: int = 0
     best_val: float = math.inf
+    critic: SpeakerCritic | None = None  # frozen, loaded from train.speaker_critic.path (not in train_state)
 
     def trained_modules(self) -> dict[str, torch.nn.Module]:
         return {"model": self.model}
@@ -213,6 +221,11 @@ def train_step(state: State, batch: dict[str, torch.Tensor]) -> dict[str, float]
         inputs["cycle_code"] = config.cycle.code_consistency
     with loop.bf16_autocast(state.config.bf16, state.device, cpu=state.config.cpu_bf16):
         out = model(batch["mel"], speaker_ids=batch["speaker"], mask=batch["mask"], step=state.step, **inputs)
+        if state.critic is not None:
+            partner = inputs["cycle_partner"]
+            converted = unwrap(model).denormalize(out["cycle_converted"])  # raw log-mel (n, n_mels, T)
+            out["loss/speaker_critic"] = critic_loss(state.critic, converted, batch["mel"][partner],
+                                                     batch["mask"][: partner.numel()], batch["mask"][partner])
     loss_keys = sorted(k for k in out if k.startswith("loss/"))
     if not loss_keys:
         raise TrainingError("the model returned no 'loss/*' terms; nothing to train")
@@ -414,6 +427,9 @@ def _train(experiment: ExperimentConfig, data_dir, run: RunDirectory, resume: bo
         wrapped = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
     state = State(wrapped, _optimizer(model, config), config, ctx, loop.NanGuard(config.max_bad_steps))
+    if config.speaker_critic is not None:
+        state.critic = SpeakerCritic.from_pretrained(config.speaker_critic.path, device=ctx.device)
+        state.critic.config.mel.check_compatible(corpus.mel_config, "speaker critic", "prepared corpus")
     if resume:
         loop.restore(state, run)
         # A resumed run may change hyperparameters (e.g. a lower lr); the config wins over the saved state.

@@ -1,0 +1,126 @@
+"""Train a speaker critic, and the VC term that asks a conversion to convince it (``train.speaker_critic``).
+
+A conversion's output should sound like the target voice to a verifier that was trained to tell voices
+apart, not only to the VC model's own speaker encoder, which cannot see the source voice that the content
+code still carries (:mod:`voiceconv.models.speaker_critic`). The term reuses the cycle's conversions
+(:mod:`voiceconv.training.cycle`): utterance ``i`` rendered in the voice of batch utterance
+``partner[i]`` must embed, by the frozen critic, close to ``partner[i]``'s own segment:
+``loss/speaker_critic = mean(1 - cos(critic(converted_i), critic(real_partner_i)))``, weighted by
+``lambdas["loss/speaker_critic"]``. The gradient reaches the decoder, the speaker encoder and the content
+encoder (through the content code), never the critic.
+
+:func:`train_critic` trains the critic on the prepared corpus's training speakers with an additive-margin
+softmax and holds out the same speakers as the VC trainer; :func:`held_out_trials` scores those.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from voiceconv.errors import ConfigError
+from voiceconv.models.speaker_critic import SpeakerCritic, SpeakerCriticConfig
+from voiceconv.training.data import PreparedCorpus, SegmentBatcher
+from voiceconv.training.distributed import seed_everything
+from voiceconv.training.loop import cosine_decay
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SpeakerCriticTermConfig:
+    path: str = ""  # a trained critic's directory (recipes/mini/local/train_speaker_critic.py)
+
+    def __post_init__(self) -> None:
+        if not self.path:
+            raise ConfigError("train.speaker_critic.path: give the directory of a trained speaker critic")
+
+
+def critic_loss(critic: SpeakerCritic, converted: torch.Tensor, reference: torch.Tensor,
+                converted_mask: torch.Tensor | None = None,
+                reference_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """``mean(1 - cos)`` between the critic's embeddings of ``converted (n, n_mels, T)`` and of the target
+    voice's real ``reference (n, n_mels, T_ref)`` (raw log-mels); no gradient reaches the reference side."""
+    with torch.no_grad():
+        target = critic.embed(reference.float(), reference_mask)  # (n, D)
+    produced = critic.embed(converted.float(), converted_mask)  # (n, D)
+    return (1.0 - (produced * target).sum(dim=-1)).mean()
+
+
+@dataclass
+class CriticTrainConfig:
+    steps: int = 3000
+    batch_size: int = 64
+    segment_frames: int = 128  # the VC trainer's segment length: the critic judges such segments
+    lr: float = 2e-3
+    final_lr_ratio: float = 0.05
+    margin: float = 0.2  # AM-softmax margin and scale (Wang et al. 2018)
+    scale: float = 30.0
+    n_val_speakers: int = 10  # held out as the VC trainer holds them out (same seed, same split)
+    seed: int = 0
+    log_every: int = 100
+
+
+def train_critic(data_dir: str | Path, config: CriticTrainConfig,
+                 critic_config: SpeakerCriticConfig | None = None) -> tuple[SpeakerCritic, dict, list[str]]:
+    """Train a critic on ``data_dir``'s training speakers; returns it (eval mode), the first and last
+    logged losses, and the held-out speakers."""
+    corpus = PreparedCorpus(data_dir)
+    critic_config = critic_config or SpeakerCriticConfig(mel=corpus.mel_config)
+    corpus.mel_config.check_compatible(critic_config.mel, "prepared corpus", "speaker critic")
+    train_speakers, val_speakers = corpus.split_speakers(config.n_val_speakers, config.seed)
+    speaker_ids = {s: k for k, s in enumerate(train_speakers)}
+    batcher = SegmentBatcher(corpus, config.segment_frames, config.batch_size, config.seed,
+                             corpus.indices_for(train_speakers), speaker_ids=speaker_ids)
+    seed_everything(config.seed)
+    critic = SpeakerCritic(critic_config, n_speakers=len(train_speakers))
+    optimizer = torch.optim.AdamW(critic.parameters(), lr=config.lr, weight_decay=1e-4)
+    history: list[float] = []
+    running, accuracy = [], []
+    for step in range(config.steps):
+        lr = cosine_decay(config.lr, step, config.steps, config.final_lr_ratio)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        batch = batcher.batch(step)
+        critic.train()
+        embedding = critic.embed(batch["mel"], batch["mask"])
+        logits = critic.logits(embedding, batch["speaker"], config.margin, config.scale)
+        loss = F.cross_entropy(logits, batch["speaker"])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        running.append(loss.item())
+        accuracy.append(float((logits.argmax(dim=-1) == batch["speaker"]).float().mean()))
+        if (step + 1) % config.log_every == 0 or step + 1 == config.steps:
+            history.append(float(np.mean(running)))
+            logger.info("critic step %d: loss %.3f, batch accuracy %.2f, lr %.2e", step + 1, history[-1],
+                        float(np.mean(accuracy)), lr)
+            running, accuracy = [], []
+    critic.eval()
+    scores = {"loss_first": history[0], "loss_last": history[-1], "train_speakers": len(train_speakers)}
+    return critic, scores, val_speakers
+
+
+@torch.no_grad()
+def held_out_trials(critic: SpeakerCritic, corpus: PreparedCorpus, speakers: list[str],
+                    utterances_per_speaker: int = 8, max_frames: int = 512) -> tuple[list[float], list[float]]:
+    """``(genuine, impostor)`` cosines of every utterance pair among ``speakers`` (each pair once)."""
+    embeddings, owners = [], []
+    for speaker in speakers:
+        for index in corpus.indices_for([speaker])[:utterances_per_speaker]:
+            n_frames = min(corpus.utterances[index].n_frames, max_frames)
+            mel = torch.from_numpy(corpus.mel(index, 0, n_frames)).unsqueeze(0)  # (1, n_mels, T)
+            embeddings.append(critic.embed(mel)[0])
+            owners.append(speaker)
+    stack = torch.stack(embeddings)
+    cosines = (stack @ stack.T).numpy()
+    genuine, impostor = [], []
+    for i in range(len(owners)):
+        for j in range(i + 1, len(owners)):
+            (genuine if owners[i] == owners[j] else impostor).append(float(cosines[i, j]))
+    return genuine, impostor
