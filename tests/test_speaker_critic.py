@@ -11,8 +11,9 @@ from voiceconv.evaluation.metrics import equal_error_rate
 from voiceconv.features import MelConfig
 from voiceconv.models.speaker_critic import SpeakerCritic, SpeakerCriticConfig
 from voiceconv.models.vc_model import VCModel
+from voiceconv.training import vc_trainer
 from voiceconv.training.data import PreparedCorpus, SegmentBatcher
-from voiceconv.training.distributed import Distributed, seed_everything
+from voiceconv.training.distributed import Distributed
 from voiceconv.training.loop import NanGuard
 from voiceconv.training.speaker_critic import CriticTrainConfig, critic_loss, held_out_trials, train_critic
 from voiceconv.training.vc_trainer import State, train_step
@@ -35,22 +36,23 @@ def corpus(tmp_path_factory):
 def trained_critic(corpus, tmp_path_factory):
     out = tmp_path_factory.mktemp("critic") / "critic"
     config = CriticTrainConfig(steps=80, batch_size=16, segment_frames=64, lr=3e-3, n_val_speakers=2, log_every=20)
-    critic, scores, held_out = train_critic(corpus, config)
+    torch.manual_seed(0)
+    critic = SpeakerCritic(SpeakerCriticConfig(mel=PreparedCorpus(corpus).mel_config), n_speakers=6)
+    initial = {k: v.clone() for k, v in critic.state_dict().items()}
+    critic, scores, held_out = train_critic(corpus, config, critic=critic, device="cpu")
     scores["val_eer"] = equal_error_rate(*held_out_trials(critic, PreparedCorpus(corpus), held_out))[0]
     critic.save_pretrained(out)
-    return out, scores, config
+    return out, scores, initial
 
 
-def test_critic_training_learns_to_tell_held_out_speakers_apart_and_moves_every_parameter(corpus, trained_critic):
-    out, scores, config = trained_critic
+def test_critic_training_learns_to_tell_held_out_speakers_apart_and_moves_every_parameter(trained_critic):
+    out, scores, initial = trained_critic
     assert scores["loss_last"] < 0.6 * scores["loss_first"], scores
     # The two held-out speakers were never trained on; their utterances still group by voice.
     assert scores["val_eer"] < 0.2, scores
-    seed_everything(config.seed)
-    data = PreparedCorpus(corpus)
-    initial = SpeakerCritic(SpeakerCriticConfig(mel=data.mel_config), n_speakers=6).state_dict()
     trained = SpeakerCritic.from_pretrained(out, device="cpu").state_dict()
     assert "centres" not in trained  # the class centres are training-only
+    assert set(trained) == set(initial) - {"centres"}
     for name, value in trained.items():
         if "num_batches" in name:
             continue
@@ -94,17 +96,61 @@ def test_the_critic_term_pulls_only_the_conversion(tmp_path):
     assert float(critic_loss(critic, reference.detach(), reference.detach())) < 1e-5
 
 
-def test_vc_step_with_the_critic_logs_its_term_and_leaves_the_critic_alone(corpus, trained_critic):
+def test_vc_step_feeds_the_critic_raw_conversions_and_their_partners_and_leaves_it_alone(
+        corpus, trained_critic, monkeypatch):
     out, _, _ = trained_critic
     config = experiment(*DENOISE, f"train.speaker_critic.path={out}", "train.lambdas.loss/speaker_critic=1.0")
     model = VCModel(config.model)
+    # Non-trivial statistics, so that a missing (or doubled) denormalisation would show.
+    model.set_normalization(torch.linspace(-9.0, -3.0, 80), torch.linspace(1.5, 3.0, 80))
     state = State(model, torch.optim.Adam(model.parameters(), lr=1e-3), config.train, Distributed(), NanGuard(5))
     state.critic = SpeakerCritic.from_pretrained(out, device="cpu")
     before = {k: v.clone() for k, v in state.critic.state_dict().items()}
-    batch = SegmentBatcher(PreparedCorpus(corpus), 32, 8, seed=0, with_reference=True).batch(0)
+    # Segments longer than every utterance: rows end in padding, so the masks matter.
+    batch = SegmentBatcher(PreparedCorpus(corpus), 160, 8, seed=0, with_reference=True).batch(0)
+    assert float(batch["mask"].min()) == 0.0
+    calls = []
+    original_loss, original_forward = vc_trainer.critic_loss, VCModel.forward
+
+    def spy_forward(self, *args, **kwargs):
+        result = original_forward(self, *args, **kwargs)
+        calls.append({"partner": kwargs["cycle_partner"].clone(), "normalised": result["cycle_converted"].detach()})
+        return result
+
+    def spy_loss(critic, converted, reference, converted_mask, reference_mask):
+        calls[-1].update(converted=converted.detach(), reference=reference, converted_mask=converted_mask,
+                         reference_mask=reference_mask)
+        return original_loss(critic, converted, reference, converted_mask, reference_mask)
+
+    monkeypatch.setattr(VCModel, "forward", spy_forward)
+    monkeypatch.setattr(vc_trainer, "critic_loss", spy_loss)
     values = train_step(state, batch)
-    assert 0.0 < values["loss/speaker_critic"] < 2.0
+    (call,) = calls
+    partner, n = call["partner"], call["partner"].numel()
+    assert torch.allclose(call["converted"], call["normalised"] * model.mel_std[:, None] + model.mel_mean[:, None],
+                          atol=1e-2)
+    assert torch.equal(call["reference"], batch["mel"][partner])
+    assert torch.equal(call["converted_mask"], batch["mask"][:n])
+    assert torch.equal(call["reference_mask"], batch["mask"][partner])
+    assert abs(values["loss/speaker_critic"] - float(original_loss(
+        state.critic, call["converted"], call["reference"], call["converted_mask"], call["reference_mask"]))) < 0.05
     for name, value in state.critic.state_dict().items():
         assert torch.equal(value, before[name]), name
     with pytest.raises(ConfigError, match="train.cycle"):
         experiment(f"train.speaker_critic.path={out}")
+
+
+def test_the_critic_term_moves_the_model(corpus, trained_critic):
+    """With the term's weight at 0 and at 1, one step from the same weights gives different decoders."""
+    out, _, _ = trained_critic
+    batch = SegmentBatcher(PreparedCorpus(corpus), 32, 8, seed=0, with_reference=True).batch(0)
+    decoders = []
+    for weight in (0.0, 1.0):
+        config = experiment(*DENOISE, f"train.speaker_critic.path={out}", f"train.lambdas.loss/speaker_critic={weight}")
+        torch.manual_seed(0)
+        model = VCModel(config.model)
+        state = State(model, torch.optim.SGD(model.parameters(), lr=0.1), config.train, Distributed(), NanGuard(5))
+        state.critic = SpeakerCritic.from_pretrained(out, device="cpu")
+        train_step(state, batch)
+        decoders.append(torch.cat([p.detach().flatten() for p in model.decoder.parameters()]))
+    assert not torch.allclose(decoders[0], decoders[1])

@@ -23,6 +23,7 @@ from voiceconv.training.vocoder_trainer import (
     VocoderExperiment,
     build_state,
     learning_rate,
+    split_validation,
     train,
     train_step,
 )
@@ -229,44 +230,74 @@ def test_finetuning_feeds_the_vc_reconstruction_of_whole_utterances(prepared, tm
         seen.append(mel.shape[-1])
         return mel + 0.5  # a recognisably different mel
 
-    batches = []
-    original = vocoder_trainer.train_step
+    batches, validated = [], []
+    original_step, original_validate = vocoder_trainer.train_step, vocoder_trainer.validate
 
-    def spy(state, batch):
-        batches.append(batch["mel"].clone())
-        return original(state, batch)
+    def spy_step(state, batch):
+        batches.append((state.step, batch["mel"].clone()))
+        return original_step(state, batch)
 
-    monkeypatch.setattr(vocoder_trainer, "train_step", spy)
+    def spy_validate(vocoder, val, device):
+        validated.extend(mel.clone() for mel in val.mels)
+        return original_validate(vocoder, val, device)
+
+    monkeypatch.setattr(vocoder_trainer, "train_step", spy_step)
+    monkeypatch.setattr(vocoder_trainer, "validate", spy_validate)
     exp = experiment("train.steps=2")
     train(exp, prepared, tmp_path / "ft", progress=False, mel_transform=transform)
     assert seen == [u.n_frames for u in corpus.utterances]  # whole utterances, each once
-    rebuilt = np.load(tmp_path / "ft" / "vc_mels.npy")
-    original_mels = np.asarray(corpus.mels, np.float32)
-    assert np.allclose(rebuilt.astype(np.float32), original_mels + 0.5, atol=1e-2)
-    assert len(batches) == 2
-    # Every batch frame is a reconstructed frame: padding aside, none equals its recording's mel.
-    silence = float(np.log(exp.model.mel.log_clamp))
-    for mels in batches:
-        real = mels[mels != silence]
-        assert real.numel() and float(real.min()) >= float(original_mels.min()) + 0.5 - 1e-2
+    rebuilt = corpus.with_mels(tmp_path / "ft" / "vc_mels.npy")
+    assert np.allclose(np.asarray(rebuilt.mels, np.float32), np.asarray(corpus.mels, np.float32) + 0.5, atol=1e-2)
+    # The batches are exactly those of the reconstructed corpus, not of the recordings' mels.
+    train_indices, val_indices = split_validation(corpus, exp.train.n_val_utterances, exp.train.seed)
+    expected = SegmentBatcher(rebuilt, exp.train.segment_frames, exp.train.batch_size, exp.train.seed,
+                              train_indices, with_audio=True)
+    assert [step for step, _ in batches] == [0, 1]
+    for step, mel in batches:
+        assert torch.equal(mel, expected.batch(step)["mel"]), step
+    assert validated and len(validated) % len(val_indices) == 0
+    for mel, index in zip(validated, val_indices):
+        assert torch.equal(mel, torch.from_numpy(rebuilt.mel(index, 0, mel.shape[-1]))), index
 
 
-def test_finetune_from_a_saved_vc_model(prepared, tmp_path):
+def test_finetune_from_a_saved_vc_model_reuses_its_reconstructions_until_the_model_changes(
+        prepared, tmp_path, monkeypatch):
     vc_model = pytest.importorskip("voiceconv.models.vc_model")
     from voiceconv.training.vc_trainer import load_experiment
 
     vc_experiment = load_experiment(Path(voiceconv.__file__).parent / "conf" / "debug.yaml")
-    model = vc_model.VCModel(vc_experiment.model)
-    model.save_pretrained(tmp_path / "vc_run" / "last")
+    torch.manual_seed(0)
+    vc_model.VCModel(vc_experiment.model).save_pretrained(tmp_path / "vc_run" / "last")
     assert resolve_model_dir(tmp_path / "vc_run") == tmp_path / "vc_run" / "last"
+    built = []
+    original = vocoder_trainer.vc_mel_transform
+
+    def counting(*args, **kwargs):
+        built.append(args[0])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(vocoder_trainer, "vc_mel_transform", counting)
 
     from voiceconv.cli import main
 
-    code = main(["train-vocoder", "--config", str(DEBUG), "--data", str(prepared), "--out", str(tmp_path / "ft"),
-                 "--finetune-from-vc", str(tmp_path / "vc_run"), "--quiet", "train.steps=1"])
-    assert code == 0
-    saved = load_yaml(tmp_path / "ft" / "config.yaml")
+    out = tmp_path / "ft"
+    command = ["train-vocoder", "--config", str(DEBUG), "--data", str(prepared), "--out", str(out),
+               "--finetune-from-vc", str(tmp_path / "vc_run"), "--quiet"]
+    assert main(command + ["train.steps=1"]) == 0
+    saved = load_yaml(out / "config.yaml")
     assert saved["train"]["finetune_from_vc"] == str(tmp_path / "vc_run")
+    assert len(built) == 1 and (out / "vc_mels.npy").is_file()
+    first = np.load(out / "vc_mels.npy")
+    # A resume (the run's own config.yaml) with the same VC model reads the reconstructions back without
+    # loading the model.
+    resume = ["train-vocoder", "--data", str(prepared), "--out", str(out), "--resume", "--quiet"]
+    assert main(resume + ["train.steps=2"]) == 0
+    assert len(built) == 1
+    # New weights at the same path: the reconstructions are made again.
+    torch.manual_seed(1)
+    vc_model.VCModel(vc_experiment.model).save_pretrained(tmp_path / "vc_run" / "last")
+    assert main(resume + ["train.steps=3"]) == 0
+    assert len(built) == 2 and not np.array_equal(np.load(out / "vc_mels.npy"), first)
 
 
 def _ddp_worker(rank: int, world_size: int, port: int, prepared: str, out: str, result_dir: str) -> None:

@@ -23,6 +23,7 @@ from voiceconv import checkpoint
 from voiceconv.config import from_dict, to_dict
 from voiceconv.errors import VoiceconvError
 from voiceconv.features import MelConfig
+from voiceconv.models.layers import masked_mean
 from voiceconv.models.vc_model import default_device
 
 KIND = "speaker_critic"
@@ -41,6 +42,9 @@ class SpeakerCriticConfig:
     def __post_init__(self) -> None:
         if len(self.kernel_sizes) != len(self.dilations) or not self.kernel_sizes:
             raise VoiceconvError("speaker critic: kernel_sizes and dilations need the same, non-zero length")
+        if any(kernel % 2 == 0 for kernel in self.kernel_sizes):
+            raise VoiceconvError(f"speaker critic: kernel_sizes must be odd (same-length convolutions), "
+                                 f"got {list(self.kernel_sizes)}")
 
 
 class SpeakerCritic(nn.Module):
@@ -63,20 +67,24 @@ class SpeakerCritic(nn.Module):
         self.centres = nn.Parameter(torch.randn(n_speakers, config.embedding_dim) * 0.1) if n_speakers else None
 
     def embed(self, mel: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        if mel.dim() != 3 or mel.shape[1] != self.config.mel.n_mels:
-            raise VoiceconvError(f"speaker critic: mel must be (batch, {self.config.mel.n_mels}, frames), "
-                                 f"got {tuple(mel.shape)}")
-        x = self.frames((mel + self.config.log_mel_offset) / self.config.log_mel_scale)  # (B, C, T)
-        if mask is None:
-            mean, variance = x.mean(dim=-1), x.var(dim=-1, unbiased=False)
-        else:
-            weight = mask.unsqueeze(1).to(x.dtype)  # (B, 1, T)
-            count = weight.sum(dim=-1).clamp_min(1.0)
-            mean = (x * weight).sum(dim=-1) / count
-            variance = ((x - mean.unsqueeze(-1)) ** 2 * weight).sum(dim=-1) / count
+        """Raw log-mel ``(B, n_mels, T)``, optional ``mask (B, T)`` of real frames -> unit vectors ``(B, D)``.
+
+        The pooling and the embedding run in float32 even under autocast: a cosine near 0.8 would move
+        in steps of 0.004 in bf16.
+        """
+        n_mels = self.config.mel.n_mels
+        if mel.dim() != 3 or mel.shape[1] != n_mels:
+            raise VoiceconvError(f"speaker critic: mel must be (batch, {n_mels}, frames), got {tuple(mel.shape)}")
+        if mask is not None and tuple(mask.shape) != (mel.shape[0], mel.shape[2]):
+            raise VoiceconvError(f"speaker critic: mask must be (batch, frames) = {(mel.shape[0], mel.shape[2])}, "
+                                 f"got {tuple(mask.shape)}")
+        x = self.frames((mel + self.config.log_mel_offset) / self.config.log_mel_scale).float()  # (B, C, T)
+        mean = masked_mean(x, mask)  # (B, C)
+        variance = masked_mean((x - mean.unsqueeze(-1)).square(), mask)
         # The floor keeps the square root's gradient finite on a constant (e.g. silent) channel.
         pooled = torch.cat([mean, (variance + 1e-5).sqrt()], dim=1)  # (B, 2C)
-        return F.normalize(self.embedding(pooled), dim=-1)
+        with torch.autocast(pooled.device.type, enabled=False):
+            return F.normalize(self.embedding(pooled), dim=-1)
 
     def forward(self, mel: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         return self.embed(mel, mask)

@@ -306,7 +306,8 @@ class VCModel(nn.Module):
         (so of the content encoder's input: warped or through a channel when training does that),
         held fixed as the target, with the gradient through the conversion. It asks the conversion to
         keep what the content encoder reads (the words); that code carries less of the source's voice
-        than the mel does, but not none, so it also rewards keeping some of it."""
+        than the mel does, but not none, so it also rewards keeping some of it. Also returns
+        ``cycle_converted``, the normalised conversions ``(n, n_mels, T)`` with their gradient."""
         batch = content.shape[0]
         if partner.dim() != 1 or not 1 <= partner.numel() <= batch or int(partner.min()) < 0 \
                 or int(partner.max()) >= batch:

@@ -10,7 +10,8 @@ code still carries (:mod:`voiceconv.models.speaker_critic`). The term reuses the
 encoder (through the content code), never the critic.
 
 :func:`train_critic` trains the critic on the prepared corpus's training speakers with an additive-margin
-softmax and holds out the same speakers as the VC trainer; :func:`held_out_trials` scores those.
+softmax, holding out speakers with the VC trainer's seeded split (a superset of a VC run's validation
+speakers when the seed is the same and the run holds out no more); :func:`held_out_trials` scores those.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import torch.nn.functional as F
 
 from voiceconv.errors import ConfigError
 from voiceconv.models.speaker_critic import SpeakerCritic, SpeakerCriticConfig
+from voiceconv.models.vc_model import default_device
 from voiceconv.training.data import PreparedCorpus, SegmentBatcher
 from voiceconv.training.distributed import seed_everything
 from voiceconv.training.loop import cosine_decay
@@ -45,11 +47,13 @@ def critic_loss(critic: SpeakerCritic, converted: torch.Tensor, reference: torch
                 converted_mask: torch.Tensor | None = None,
                 reference_mask: torch.Tensor | None = None) -> torch.Tensor:
     """``mean(1 - cos)`` between the critic's embeddings of ``converted (n, n_mels, T)`` and of the target
-    voice's real ``reference (n, n_mels, T_ref)`` (raw log-mels); no gradient reaches the reference side."""
-    with torch.no_grad():
-        target = critic.embed(reference.float(), reference_mask)  # (n, D)
-    produced = critic.embed(converted.float(), converted_mask)  # (n, D)
-    return (1.0 - (produced * target).sum(dim=-1)).mean()
+    voice's real ``reference (n, n_mels, T_ref)`` (raw log-mels, masks ``(n, T)``); no gradient reaches the
+    reference side. In float32, outside any autocast: the term's differences are a few thousandths."""
+    with torch.autocast(converted.device.type, enabled=False):
+        with torch.no_grad():
+            target = critic.embed(reference.float(), reference_mask)  # (n, D)
+        produced = critic.embed(converted.float(), converted_mask)  # (n, D)
+        return (1.0 - (produced * target).sum(dim=-1)).mean()
 
 
 @dataclass
@@ -61,24 +65,33 @@ class CriticTrainConfig:
     final_lr_ratio: float = 0.05
     margin: float = 0.2  # AM-softmax margin and scale (Wang et al. 2018)
     scale: float = 30.0
-    n_val_speakers: int = 10  # held out as the VC trainer holds them out (same seed, same split)
+    # Held out with the VC trainer's seeded split: with the same seed, a VC run holding out N <= 10 speakers
+    # (the mini recipe: 6) holds out a subset of these, so the critic never hears its validation voices.
+    n_val_speakers: int = 10
     seed: int = 0
     log_every: int = 100
 
 
-def train_critic(data_dir: str | Path, config: CriticTrainConfig,
-                 critic_config: SpeakerCriticConfig | None = None) -> tuple[SpeakerCritic, dict, list[str]]:
-    """Train a critic on ``data_dir``'s training speakers; returns it (eval mode), the first and last
-    logged losses, and the held-out speakers."""
+def train_critic(data_dir: str | Path, config: CriticTrainConfig, critic: SpeakerCritic | None = None,
+                 device: str | torch.device | None = None) -> tuple[SpeakerCritic, dict, list[str]]:
+    """Train ``critic`` (default: a new one, seeded) on ``data_dir``'s training speakers; returns it in eval
+    mode, its first and last logged losses, and the held-out speakers. ``device`` None: CUDA if available."""
+    if config.steps < 1:
+        raise ConfigError(f"the critic needs at least one training step, got steps={config.steps}")
     corpus = PreparedCorpus(data_dir)
-    critic_config = critic_config or SpeakerCriticConfig(mel=corpus.mel_config)
-    corpus.mel_config.check_compatible(critic_config.mel, "prepared corpus", "speaker critic")
     train_speakers, val_speakers = corpus.split_speakers(config.n_val_speakers, config.seed)
     speaker_ids = {s: k for k, s in enumerate(train_speakers)}
     batcher = SegmentBatcher(corpus, config.segment_frames, config.batch_size, config.seed,
                              corpus.indices_for(train_speakers), speaker_ids=speaker_ids)
     seed_everything(config.seed)
-    critic = SpeakerCritic(critic_config, n_speakers=len(train_speakers))
+    if critic is None:
+        critic = SpeakerCritic(SpeakerCriticConfig(mel=corpus.mel_config), n_speakers=len(train_speakers))
+    if critic.n_speakers != len(train_speakers):
+        raise ConfigError(f"the critic has {critic.n_speakers} class centres for {len(train_speakers)} "
+                          "training speakers")
+    corpus.mel_config.check_compatible(critic.config.mel, "prepared corpus", "speaker critic")
+    device = torch.device(device) if device is not None else default_device()
+    critic = critic.to(device)
     optimizer = torch.optim.AdamW(critic.parameters(), lr=config.lr, weight_decay=1e-4)
     history: list[float] = []
     running, accuracy = [], []
@@ -86,7 +99,7 @@ def train_critic(data_dir: str | Path, config: CriticTrainConfig,
         lr = cosine_decay(config.lr, step, config.steps, config.final_lr_ratio)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        batch = batcher.batch(step)
+        batch = {k: v.to(device) for k, v in batcher.batch(step).items()}
         critic.train()
         embedding = critic.embed(batch["mel"], batch["mask"])
         logits = critic.logits(embedding, batch["speaker"], config.margin, config.scale)
@@ -109,16 +122,18 @@ def train_critic(data_dir: str | Path, config: CriticTrainConfig,
 @torch.no_grad()
 def held_out_trials(critic: SpeakerCritic, corpus: PreparedCorpus, speakers: list[str],
                     utterances_per_speaker: int = 8, max_frames: int = 512) -> tuple[list[float], list[float]]:
-    """``(genuine, impostor)`` cosines of every utterance pair among ``speakers`` (each pair once)."""
+    """``(genuine, impostor)`` cosines of every pair among the first ``utterances_per_speaker`` utterances of
+    each of ``speakers`` (each pair once; at most ``max_frames`` of each)."""
+    device = next(critic.parameters()).device
     embeddings, owners = [], []
     for speaker in speakers:
         for index in corpus.indices_for([speaker])[:utterances_per_speaker]:
             n_frames = min(corpus.utterances[index].n_frames, max_frames)
-            mel = torch.from_numpy(corpus.mel(index, 0, n_frames)).unsqueeze(0)  # (1, n_mels, T)
+            mel = torch.from_numpy(corpus.mel(index, 0, n_frames)).unsqueeze(0).to(device)  # (1, n_mels, T)
             embeddings.append(critic.embed(mel)[0])
             owners.append(speaker)
     stack = torch.stack(embeddings)
-    cosines = (stack @ stack.T).numpy()
+    cosines = (stack @ stack.T).cpu().numpy()
     genuine, impostor = [], []
     for i in range(len(owners)):
         for j in range(i + 1, len(owners)):

@@ -58,7 +58,7 @@ from voiceconv.checkpoint import (
     read_config,
     resolve_model_dir,
 )
-from voiceconv.errors import ConfigError
+from voiceconv.errors import ConfigError, TrainingError
 from voiceconv.training import loop
 from voiceconv.training.data import PreparedCorpus, SegmentBatcher
 from voiceconv.training.distributed import Distributed, any_rank, barrier, seed_everything, unwrap
@@ -270,40 +270,81 @@ def train_step(state: State, batch: dict[str, torch.Tensor]) -> dict[str, float]
 # ------------------------------------------------------------------------------------------ set-up
 
 
-def vc_mel_transform(path: str | Path, mel_config, device: torch.device) -> tuple[MelTransform, str]:
-    """``mel -> model.convert(mel, model.embed(mel))`` for the VC model at ``path`` (frozen, eval mode),
-    and the model's weight checksum (what the cached reconstructions were made by)."""
-    from voiceconv.models.vc_model import KIND as KIND_VC
+def vc_mel_transform(model_dir: Path, mel_config, device: torch.device) -> MelTransform:
+    """``mel -> model.convert(mel, model.embed(mel))`` for the VC model in ``model_dir`` (frozen, eval mode)."""
     from voiceconv.models.vc_model import VCModel
 
-    model_dir = resolve_model_dir(path)
     model = VCModel.from_pretrained(model_dir, device=device)
     model.mel_config.check_compatible(mel_config, "VC model", "vocoder")
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    logger.info("fine-tuning on reconstructions of the VC model in %s", model_dir)
 
     def transform(mel: torch.Tensor) -> torch.Tensor:
         return model.convert(mel, model.embed(mel))
 
-    return transform, read_config(model_dir, KIND_VC).get("sha256", str(model_dir))
+    return transform
 
 
-def reconstruct_corpus(corpus: PreparedCorpus, transform: MelTransform, path: Path, made_by: str,
-                       device: torch.device) -> PreparedCorpus:
-    """``corpus`` with every utterance's mel replaced by ``transform`` of the whole utterance.
+def with_reconstructions(corpus: PreparedCorpus, run: RunDirectory, config: VocoderTrainConfig, mel_config,
+                         ctx: Distributed, mel_transform: MelTransform | None) -> PreparedCorpus:
+    """``corpus`` as the run trains on it: with ``train.finetune_from_vc`` (or an injected
+    ``mel_transform``), every mel replaced by the VC model's reconstruction, else unchanged.
+
+    The main process writes the reconstructions (``run.vc_mels``) or finds them already written by the
+    same VC model; the others wait for it (for as long as the process group's timeout allows) and stop
+    with it if it fails. An injected transform has no identity to check, so it always rebuilds.
+    """
+    if mel_transform is None and not config.finetune_from_vc:
+        return corpus
+    error: Exception | None = None
+    if ctx.is_main:
+        try:
+            if mel_transform is not None:
+                reconstruct_corpus(corpus, mel_transform, run.vc_mels, made_by=None, device=ctx.device)
+            else:
+                from voiceconv.models.vc_model import KIND as KIND_VC
+
+                model_dir = resolve_model_dir(config.finetune_from_vc)
+                # The weights' checksum names the model; the cache is reused only for the same weights.
+                made_by = read_config(model_dir, KIND_VC).get("sha256") or str(model_dir.resolve())
+                logger.info("fine-tuning on reconstructions of the VC model in %s", model_dir)
+                if not _reconstructions_cached(run.vc_mels, made_by, corpus):
+                    transform = vc_mel_transform(model_dir, mel_config, ctx.device)
+                    reconstruct_corpus(corpus, transform, run.vc_mels, made_by=made_by, device=ctx.device)
+                    del transform  # frees the VC model for the rest of the run
+                else:
+                    logger.info("reusing the reconstructed mels in %s", run.vc_mels)
+        except Exception as exc:  # noqa: BLE001 -- re-raised below, after the other ranks are told
+            error = exc
+    if any_rank(error is not None, ctx):  # also the barrier the other ranks wait at
+        if error is not None:
+            raise error
+        raise TrainingError("the main process failed to reconstruct the mels; see its log")
+    return corpus.with_mels(run.vc_mels)
+
+
+def _reconstructions_cached(path: Path, made_by: str, corpus: PreparedCorpus) -> bool:
+    record = path.with_suffix(".json")
+    if not (path.is_file() and record.is_file()):
+        return False
+    saved = json.loads(record.read_text())
+    return (saved.get("made_by") == made_by and saved.get("utterances") == len(corpus)
+            and np.load(path, mmap_mode="r").shape == corpus.mels.shape)
+
+
+def reconstruct_corpus(corpus: PreparedCorpus, transform: MelTransform, path: Path, made_by: str | None,
+                       device: torch.device) -> None:
+    """Write ``transform`` of every whole utterance of ``corpus`` to ``path`` (float16, the layout of
+    ``mels.npy``: frames as rows), with a record of ``made_by`` beside it (``path.with_suffix(".json")``).
 
     Whole utterances, not training segments: the VC model's instance norm and speaker vector then see
     what they see in a conversion, where a 32-frame segment would give them a third of a second. The
-    result is written once to ``path`` (float16, the layout of ``mels.npy``) beside a record of
-    ``made_by``, and reused on resume while ``made_by`` matches.
+    record goes first and comes back last, so an interrupted rebuild is never taken for a finished one.
     """
     record = path.with_suffix(".json")
-    if path.is_file() and record.is_file() and json.loads(record.read_text()).get("made_by") == made_by:
-        logger.info("reusing the reconstructed mels in %s", path)
-        return corpus.with_mels(path)
-    logger.info("reconstructing %d utterances through the VC model into %s", len(corpus), path)
+    record.unlink(missing_ok=True)
+    logger.info("reconstructing %d utterances into %s", len(corpus), path)
     with atomic_path(path, suffix=".npy") as temp:
         out = np.lib.format.open_memmap(temp, mode="w+", dtype=np.float16, shape=corpus.mels.shape)
         with torch.no_grad():
@@ -317,9 +358,9 @@ def reconstruct_corpus(corpus: PreparedCorpus, transform: MelTransform, path: Pa
                 out[utterance.frame_offset : utterance.frame_offset + utterance.n_frames] = rebuilt.T.numpy()
         out.flush()
         del out
-    with atomic_path(record) as temp:
-        temp.write_text(json.dumps({"made_by": made_by, "utterances": len(corpus)}) + "\n")
-    return corpus.with_mels(path)
+    if made_by is not None:
+        with atomic_path(record) as temp:
+            temp.write_text(json.dumps({"made_by": made_by, "utterances": len(corpus)}) + "\n")
 
 
 def _weight_shaping(config: dict) -> dict:
@@ -438,15 +479,7 @@ def _train(experiment: VocoderExperiment, data_dir, run: RunDirectory, resume: b
            progress: bool, mel_transform: MelTransform | None) -> dict[str, float]:
     config = experiment.train
     corpus = open_run(run, experiment, data_dir, resume, ctx, "vocoder config")
-    made_by = "injected transform"
-    if mel_transform is None and config.finetune_from_vc:
-        mel_transform, made_by = vc_mel_transform(config.finetune_from_vc, experiment.model.mel, ctx.device)
-    if mel_transform is not None:
-        # The main process writes the reconstructions once; the others wait and read them.
-        if ctx.is_main:
-            reconstruct_corpus(corpus, mel_transform, run.vc_mels, made_by, ctx.device)
-        barrier(ctx)
-        corpus = corpus.with_mels(run.vc_mels)
+    corpus = with_reconstructions(corpus, run, config, experiment.model.mel, ctx, mel_transform)
     train_indices, val_indices = split_validation(corpus, config.n_val_utterances, config.seed)
     batcher = SegmentBatcher(corpus, config.segment_frames, config.batch_size // ctx.world_size, config.seed,
                              train_indices, ctx.rank, ctx.world_size, with_audio=True)
