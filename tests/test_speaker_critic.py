@@ -154,3 +154,24 @@ def test_the_critic_term_moves_the_model(corpus, trained_critic):
         train_step(state, batch)
         decoders.append(torch.cat([p.detach().flatten() for p in model.decoder.parameters()]))
     assert not torch.allclose(decoders[0], decoders[1])
+
+
+def test_without_content_gradient_the_term_reaches_the_decoder_but_not_the_content_encoder(corpus, trained_critic):
+    out, _, _ = trained_critic
+    batch = SegmentBatcher(PreparedCorpus(corpus), 32, 8, seed=0, with_reference=True).batch(0)
+    grads = {}
+    for weight in (0.0, 1.0):
+        config = experiment(*DENOISE, f"train.speaker_critic.path={out}", "train.speaker_critic.content_gradient=false",
+                            f"train.lambdas.loss/speaker_critic={weight}", "train.grad_clip=0")
+        torch.manual_seed(0)
+        model = VCModel(config.model)
+        state = State(model, torch.optim.SGD(model.parameters(), lr=0.0), config.train, Distributed(), NanGuard(5))
+        state.critic = SpeakerCritic.from_pretrained(out, device="cpu")
+        train_step(state, batch)
+        grads[weight] = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+    content = [n for n in grads[0.0] if n.startswith("content_encoder.")]
+    decoder = [n for n in grads[0.0] if n.startswith("decoder.")]
+    assert content and decoder
+    for name in content:
+        assert torch.allclose(grads[0.0][name], grads[1.0][name], atol=1e-6), name
+    assert any(not torch.allclose(grads[0.0][n], grads[1.0][n]) for n in decoder)

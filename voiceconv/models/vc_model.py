@@ -203,7 +203,7 @@ class VCModel(nn.Module):
                 mask: torch.Tensor | None = None, step: int = 0, content_mel: torch.Tensor | None = None,
                 speaker_mel: torch.Tensor | None = None, speaker_mask: torch.Tensor | None = None,
                 cycle_partner: torch.Tensor | None = None,
-                cycle_detach: bool = False, cycle_code: bool = False,
+                cycle_detach: bool = False, cycle_code: bool = False, critic_content_gradient: bool = True,
                 invariance: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None
                 ) -> dict[str, torch.Tensor]:
         """Reconstruct ``mel (B, n_mels, T)`` (raw log-mel) and return outputs, losses and metrics.
@@ -274,7 +274,8 @@ class VCModel(nn.Module):
         out["loss/rec"] = masked_l1(x_hat, x, mask)
         if cycle_partner is not None:
             out.update(self._cycle_losses(content, mean, speaker, cycle_partner, x, mask, content_mask,
-                                          detach=cycle_detach, code=cycle_code))
+                                          detach=cycle_detach, code=cycle_code,
+                                          content_gradient=critic_content_gradient))
         if invariance is not None:
             out["loss/speaker_invariance"] = self._invariance_loss(*invariance)
         out["mel_hat"] = self.denormalize(x_hat)
@@ -297,7 +298,7 @@ class VCModel(nn.Module):
     def _cycle_losses(self, content: torch.Tensor, mean: torch.Tensor, speaker: torch.Tensor,
                       partner: torch.Tensor, x: torch.Tensor, mask: torch.Tensor | None,
                       content_mask: torch.Tensor | None, detach: bool = False,
-                      code: bool = False) -> dict[str, torch.Tensor]:
+                      code: bool = False, content_gradient: bool = True) -> dict[str, torch.Tensor]:
         """``loss/cycle``: L1 between ``x[:n]`` (normalised ``(n, n_mels, T)``) and its round trip through
         the voices ``speaker[partner]`` and back to ``speaker[:n]``, from the content code ``content
         (B, C, T')``. ``detach``: no gradient of that term through the conversion (the first decoder pass
@@ -307,7 +308,9 @@ class VCModel(nn.Module):
         held fixed as the target, with the gradient through the conversion. It asks the conversion to
         keep what the content encoder reads (the words); that code carries less of the source's voice
         than the mel does, but not none, so it also rewards keeping some of it. Also returns
-        ``cycle_converted``, the normalised conversions ``(n, n_mels, T)`` with their gradient."""
+        ``cycle_converted``, the normalised conversions ``(n, n_mels, T)`` with their gradient; without
+        ``content_gradient`` it is decoded again from the content code detached (one more decoder pass),
+        so that a term on it reaches the decoder and the speaker encoder but not the content encoder."""
         batch = content.shape[0]
         if partner.dim() != 1 or not 1 <= partner.numel() <= batch or int(partner.min()) < 0 \
                 or int(partner.max()) >= batch:
@@ -324,6 +327,9 @@ class VCModel(nn.Module):
         back = self.decoder(cycle_code, speaker[first], frames, cycle_content_mask)  # (n, n_mels, T)
         # The conversion itself (normalised) goes back too, for terms that judge it (train.speaker_critic).
         out = {"loss/cycle": masked_l1(back, x[first], sub_mask), "cycle_converted": converted}
+        if not content_gradient:
+            out["cycle_converted"] = self.decoder(content[first].detach(), speaker[partner], frames,
+                                                  sub_content_mask)  # (n, n_mels, T)
         if code:
             if detach:
                 # A second content-encoder pass: this term's gradient must reach the conversion, the

@@ -219,6 +219,8 @@ def train_step(state: State, batch: dict[str, torch.Tensor]) -> dict[str, float]
                                                 _step_generator(state, 4)).to(state.device)
         inputs["cycle_detach"] = config.cycle.detach_conversion
         inputs["cycle_code"] = config.cycle.code_consistency
+        if config.speaker_critic is not None:
+            inputs["critic_content_gradient"] = config.speaker_critic.content_gradient
     with loop.bf16_autocast(state.config.bf16, state.device, cpu=state.config.cpu_bf16):
         out = model(batch["mel"], speaker_ids=batch["speaker"], mask=batch["mask"], step=state.step, **inputs)
         if state.critic is not None:
