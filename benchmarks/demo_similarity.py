@@ -16,6 +16,10 @@ optimises): the distance between the output's and the references' mean MFCCs (c1
 the 60 % loudest), the same with their standard deviations, the level-free long-term average spectrum,
 and the median log-F0 (the converter's own F0 tracker, as for pitch "auto"). Each is a higher-is-closer
 score, so a useful one has a positive Spearman.
+
+``--critic DIR`` also scores the outputs with a speaker critic (``recipes/mini/local/train_speaker_critic.py``:
+a verifier of our own, trained to tell the training speakers apart): the cosine between the output's
+embedding and the mean of its references' embeddings.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=None, help="the VC model that made the outputs (default: shipped)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--features", action="store_true", help="also rank by judge-free acoustic features")
+    parser.add_argument("--critic", default=None, help="also rank by this speaker critic's cosine (a critic directory)")
     args = parser.parse_args(argv)
 
     import torch
@@ -69,6 +74,10 @@ def main(argv: list[str] | None = None) -> int:
             usable = sum(1 for value in values if math.isfinite(value))  # NaN: a clip with no voiced frame
             rho = spearmanr(values, judge, nan_policy="omit").statistic
             print(f"Spearman with the judge, judge-free feature {name}: {rho:+.3f} ({usable} of {len(values)} pairs)")
+    if args.critic:
+        values = critic_scores(rows, args.critic)
+        print(f"Spearman with the judge, speaker critic {args.critic}: {spearmanr(values, judge).statistic:+.3f} "
+              f"(cosine mean {sum(values) / len(values):.3f}, range {min(values):.3f}-{max(values):.3f})")
     print(f"own-encoder similarity: mean {sum(own) / len(own):.3f}, range {min(own):.3f}-{max(own):.3f}; "
           f"judge: mean {sum(judge) / len(judge):.3f}, range {min(judge):.3f}-{max(judge):.3f}")
     return 0
@@ -113,6 +122,30 @@ def feature_scores(rows: list[dict]) -> dict[str, list[float]]:
             np.concatenate([output["mean"] - target["mean"], output["std"] - target["std"]]))))
         scores["LTAS distance"].append(-float(np.sqrt(np.mean((output["ltas"] - target["ltas"]) ** 2))))
         scores["log-F0 distance"].append(-abs(output["log_f0"] - float(target["log_f0"])))
+    return scores
+
+
+def critic_scores(rows: list[dict], critic_dir: str) -> list[float]:
+    """Per pair, the critic's cosine between the output and the normalised mean of its references' embeddings."""
+    import torch
+
+    from voiceconv.audio import load_audio
+    from voiceconv.features import MelSpectrogram
+    from voiceconv.models.speaker_critic import SpeakerCritic
+
+    critic = SpeakerCritic.from_pretrained(critic_dir, device="cpu")
+    front_end = MelSpectrogram(critic.config.mel)
+
+    @functools.cache
+    def embed(path: str) -> torch.Tensor:
+        audio = torch.from_numpy(load_audio(path, critic.config.mel.sample_rate)).float()
+        with torch.no_grad():
+            return critic.embed(front_end(audio[None]))[0]  # (D,)
+
+    scores = []
+    for row in rows:
+        target = torch.stack([embed(path) for path in row["target"].split(";")]).mean(0)
+        scores.append(float(embed(row["output"]) @ (target / target.norm())))
     return scores
 
 
