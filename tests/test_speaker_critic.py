@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_train import DENOISE, experiment, make_corpus
+from test_train import (
+    DENOISE,
+    _one_thread,  # noqa: F401 -- the same autouse one-thread fixture
+    experiment,
+    make_corpus,
+)
 
 from voiceconv.errors import ConfigError
 from voiceconv.evaluation.metrics import equal_error_rate
@@ -17,14 +22,6 @@ from voiceconv.training.distributed import Distributed
 from voiceconv.training.loop import NanGuard
 from voiceconv.training.speaker_critic import CriticTrainConfig, critic_loss, held_out_trials, train_critic
 from voiceconv.training.vc_trainer import State, train_step
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
