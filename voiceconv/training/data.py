@@ -72,7 +72,7 @@ class PreparedCorpus:
         mels = np.load(path, mmap_mode="r")
         if mels.shape != self.mels.shape:
             raise VoiceconvError(f"{path}: mels of shape {mels.shape} do not match {self.mels_path} "
-                                 f"{self.mels.shape}; delete it to rebuild it")
+                                 f"{self.mels.shape}: it was made from another corpus")
         other = copy.copy(self)
         other.mels_path, other._mels = Path(path), None
         return other
