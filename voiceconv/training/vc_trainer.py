@@ -46,6 +46,7 @@ import torch
 
 from voiceconv.config import to_dict
 from voiceconv.errors import ConfigError, TrainingError
+from voiceconv.models.phone_recognizer import PhoneRecognizer
 from voiceconv.models.speaker_critic import SpeakerCritic
 from voiceconv.models.vc_model import VCConfig, VCModel
 from voiceconv.training import loop
@@ -55,6 +56,7 @@ from voiceconv.training.content_warp import ContentWarpConfig, warp_content
 from voiceconv.training.cycle import CycleConfig, draw_partners
 from voiceconv.training.data import PreparedCorpus, SegmentBatcher
 from voiceconv.training.distributed import Distributed, any_rank, barrier, seed_everything, unwrap
+from voiceconv.training.phonetic import PhoneticTermConfig, phonetic_loss
 from voiceconv.training.run_directory import RunDirectory, RunLogger
 from voiceconv.training.speaker_critic import SpeakerCriticTermConfig, critic_loss
 from voiceconv.training.speaker_invariance import SpeakerInvarianceConfig, invariance_pair
@@ -106,6 +108,9 @@ class TrainConfig:
     # A frozen speaker verifier of our own scores the cycle's conversions against their target voices
     # (voiceconv/training/speaker_critic.py; weight lambdas["loss/speaker_critic"]; needs train.cycle).
     speaker_critic: SpeakerCriticTermConfig | None = None
+    # A frozen phone recogniser of our own reads the cycle's conversions and their sources, which must
+    # agree (voiceconv/training/phonetic.py; weight lambdas["loss/phonetic"]; needs train.cycle).
+    phonetic: PhoneticTermConfig | None = None
     # The speaker encoder reads another segment of the same speaker, not the segment being rebuilt
     # (AdaIN-VC: the same segment), so the speaker vector cannot carry what is said.
     separate_reference: bool = False
@@ -119,6 +124,8 @@ class TrainConfig:
         loop.check_schedule(self)
         if self.speaker_critic is not None and self.cycle is None:
             raise ConfigError("train.speaker_critic judges the cycle's conversions; set train.cycle too")
+        if self.phonetic is not None and self.cycle is None:
+            raise ConfigError("train.phonetic reads the cycle's conversions; set train.cycle too")
 
 
 @dataclass
@@ -133,6 +140,7 @@ class State(loop.TrainingState):
     step: int = 0
     best_val: float = math.inf
     critic: SpeakerCritic | None = None  # frozen, loaded from train.speaker_critic.path (not in train_state)
+    recognizer: PhoneRecognizer | None = None  # frozen, loaded from train.phonetic.path (not in train_state)
 
     def trained_modules(self) -> dict[str, torch.nn.Module]:
         return {"model": self.model}
@@ -223,11 +231,16 @@ def train_step(state: State, batch: dict[str, torch.Tensor]) -> dict[str, float]
             inputs["critic_content_gradient"] = config.speaker_critic.content_gradient
     with loop.bf16_autocast(state.config.bf16, state.device, cpu=state.config.cpu_bf16):
         out = model(batch["mel"], speaker_ids=batch["speaker"], mask=batch["mask"], step=state.step, **inputs)
-        if state.critic is not None:
+        if state.critic is not None or state.recognizer is not None:
             partner = inputs["cycle_partner"]
+            n = partner.numel()
             converted = unwrap(model).denormalize(out["cycle_converted"])  # raw log-mel (n, n_mels, T)
+        if state.critic is not None:
             out["loss/speaker_critic"] = critic_loss(state.critic, converted, batch["mel"][partner],
-                                                     batch["mask"][: partner.numel()], batch["mask"][partner])
+                                                     batch["mask"][:n], batch["mask"][partner])
+        if state.recognizer is not None:
+            # Conversion i keeps utterance i's timing: frame t of each is read against the other.
+            out["loss/phonetic"] = phonetic_loss(state.recognizer, converted, batch["mel"][:n], batch["mask"][:n])
     loss_keys = sorted(k for k in out if k.startswith("loss/"))
     if not loss_keys:
         raise TrainingError("the model returned no 'loss/*' terms; nothing to train")
@@ -432,6 +445,9 @@ def _train(experiment: ExperimentConfig, data_dir, run: RunDirectory, resume: bo
     if config.speaker_critic is not None:
         state.critic = SpeakerCritic.from_pretrained(config.speaker_critic.path, device=ctx.device)
         state.critic.config.mel.check_compatible(corpus.mel_config, "speaker critic", "prepared corpus")
+    if config.phonetic is not None:
+        state.recognizer = PhoneRecognizer.from_pretrained(config.phonetic.path, device=ctx.device)
+        state.recognizer.config.mel.check_compatible(corpus.mel_config, "phone recogniser", "prepared corpus")
     if resume:
         loop.restore(state, run)
         # A resumed run may change hyperparameters (e.g. a lower lr); the config wins over the saved state.
