@@ -169,27 +169,53 @@ def test_vc_step_reads_the_raw_conversion_against_its_own_source(trained_recogni
     assert torch.allclose(call["converted"], call["normalised"] * model.mel_std[:, None] + model.mel_mean[:, None],
                           atol=1e-2)
     assert torch.equal(call["source"], batch["mel"][:n]) and torch.equal(call["mask"], batch["mask"][:n])
-    assert values["loss/phonetic"] > 0.0
+    recomputed = float(original_loss(state.recognizer, call["converted"], call["source"], call["mask"]))
+    assert recomputed > 0.0 and abs(values["loss/phonetic"] - recomputed) < 0.02
     for name, value in state.recognizer.state_dict().items():
         assert torch.equal(value, before[name]), name
     with pytest.raises(ConfigError, match="train.cycle"):
         experiment(f"train.phonetic.path={out}")
 
 
-def test_the_phonetic_term_moves_the_decoder(trained_recognizer, tmp_path):
+def test_the_phonetic_term_reaches_all_three_modules_and_never_the_recogniser(trained_recognizer, tmp_path):
+    """Gradients at weight 0 and 1 from the same weights (no clipping, which would rescale every gradient)."""
     corpus = make_corpus(tmp_path / "corpus")
     out, _, _ = trained_recognizer
     batch = SegmentBatcher(PreparedCorpus(corpus), 32, 8, seed=0, with_reference=True).batch(0)
-    decoders = []
+    grads = {}
     for weight in (0.0, 1.0):
-        config = experiment(*DENOISE, f"train.phonetic.path={out}", f"train.lambdas.loss/phonetic={weight}")
+        config = experiment(*DENOISE, f"train.phonetic.path={out}", f"train.lambdas.loss/phonetic={weight}",
+                            "train.grad_clip=0")
         torch.manual_seed(0)
         model = VCModel(config.model)
-        state = State(model, torch.optim.SGD(model.parameters(), lr=0.1), config.train, Distributed(), NanGuard(5))
+        state = State(model, torch.optim.SGD(model.parameters(), lr=0.0), config.train, Distributed(), NanGuard(5))
         state.recognizer = PhoneRecognizer.from_pretrained(out, device="cpu")
         train_step(state, batch)
-        decoders.append(torch.cat([p.detach().flatten() for p in model.decoder.parameters()]))
-    assert not torch.allclose(decoders[0], decoders[1])
+        grads[weight] = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+        assert all(p.grad is None for p in state.recognizer.parameters())
+    for module in ("content_encoder.", "speaker_encoder.", "decoder."):
+        names = [n for n in grads[0.0] if n.startswith(module)]
+        assert names, module
+        assert any(not torch.allclose(grads[0.0][n], grads[1.0][n]) for n in names), module
+
+
+def test_the_phonetic_term_refuses_a_critic_that_detaches_the_content(trained_recognizer):
+    out, _, _ = trained_recognizer
+    with pytest.raises(ConfigError, match="content_gradient"):
+        experiment(*DENOISE, f"train.phonetic.path={out}", f"train.speaker_critic.path={out}",
+                   "train.speaker_critic.content_gradient=false")
+
+
+def test_an_all_padding_row_adds_nothing(trained_recognizer):
+    out, _, _ = trained_recognizer
+    recognizer = PhoneRecognizer.from_pretrained(out, device="cpu")
+    source = torch.from_numpy(toy_utterance(np.random.default_rng(2), [0, 1, 2], 0)).unsqueeze(0)
+    converted = torch.roll(source, 3, dims=1)
+    mask = torch.ones(1, source.shape[-1])
+    alone = phonetic_loss(recognizer, converted, source, mask)
+    padded = phonetic_loss(recognizer, torch.cat([converted, converted + 2.0]), torch.cat([source, source]),
+                           torch.cat([mask, torch.zeros_like(mask)]))
+    assert torch.isfinite(padded) and abs(float(padded) - float(alone)) < 1e-5
 
 
 def test_config_needs_a_path():

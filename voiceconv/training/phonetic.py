@@ -78,6 +78,12 @@ class RecognizerTrainConfig:
     seed: int = 0
     log_every: int = 100
 
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.warp < 1.0:
+            raise ConfigError(f"recogniser training: warp must lie in [0, 1), got {self.warp}")
+        if min(self.freq_masks, self.freq_mask_width, self.time_masks, self.time_mask_width) < 0:
+            raise ConfigError("recogniser training: mask counts and widths must be >= 0")
+
 
 def _collate(examples: Sequence[tuple[np.ndarray, list[int]]], min_log: float
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -128,7 +134,14 @@ def train_recognizer(examples: Sequence[tuple[np.ndarray, list[int]]], config: R
     usable = [(mel, phones) for mel, phones in examples
               if phones and mel.shape[1] <= config.max_frames and mel.shape[1] >= len(phones)]
     if not usable:
-        raise ConfigError(f"no training example has phones and at most {config.max_frames} frames")
+        raise ConfigError(f"no training example has phones, at most {config.max_frames} frames and at least as "
+                          "many frames as phones (CTC needs a frame per phone)")
+    if len(usable) < len(examples):
+        logger.info("recogniser: %d of %d examples left out (no phones, too long, or fewer frames than phones)",
+                    len(examples) - len(usable), len(examples))
+    if config.freq_mask_width >= recognizer.config.mel.n_mels:
+        raise ConfigError(f"freq_mask_width {config.freq_mask_width} must be below n_mels "
+                          f"{recognizer.config.mel.n_mels}")
     if any(not 0 <= p < n_phones for _, phones in usable for p in phones):
         raise ConfigError(f"phone indices must lie in [0, {n_phones}) (the recogniser's inventory)")
     seed_everything(config.seed)

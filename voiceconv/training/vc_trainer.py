@@ -126,6 +126,11 @@ class TrainConfig:
             raise ConfigError("train.speaker_critic judges the cycle's conversions; set train.cycle too")
         if self.phonetic is not None and self.cycle is None:
             raise ConfigError("train.phonetic reads the cycle's conversions; set train.cycle too")
+        if self.phonetic is not None and self.speaker_critic is not None and not self.speaker_critic.content_gradient:
+            # Both terms read the same conversion, which is then decoded from the detached content code.
+            raise ConfigError("train.phonetic reads the conversion that train.speaker_critic judges; with "
+                              "speaker_critic.content_gradient false it would not reach the content encoder "
+                              "either. Set content_gradient true, or leave one of the two terms out")
 
 
 @dataclass
