@@ -325,7 +325,8 @@ class VCModel(nn.Module):
                                                                  sub_mask)
         cycle_code = self.quantizer(cycle_mean, cycle_content_mask)[0] if self.quantizer is not None else cycle_mean
         back = self.decoder(cycle_code, speaker[first], frames, cycle_content_mask)  # (n, n_mels, T)
-        # The conversion itself (normalised) goes back too, for terms that judge it (train.speaker_critic, train.phonetic).
+        # The conversion itself (normalised) goes back too, for terms that judge it (train.speaker_critic and
+        # train.phonetic).
         out = {"loss/cycle": masked_l1(back, x[first], sub_mask), "cycle_converted": converted}
         if not content_gradient:
             out["cycle_converted"] = self.decoder(content[first].detach(), speaker[partner], frames,
