@@ -56,10 +56,34 @@ def mean_and_error(numbers: list[float]) -> tuple[float, float]:
     return mean, math.sqrt(variance / n)
 
 
+def target_gender(row: dict[str, str]) -> str | None:
+    """"F" or "M" from the output name's pair tag (``p000_FM_...``: source F, target M), else None."""
+    parts = Path(row.get("output", "")).name.split("_")
+    tag = parts[1] if len(parts) > 2 else ""
+    return tag[1] if len(tag) == 2 and set(tag) <= {"F", "M"} else None
+
+
+def by_target_gender(first: list[dict[str, str]], second: list[dict[str, str]]) -> None:
+    for gender in ("F", "M"):
+        rows = [(a, b) for a, b in zip(first, second) if target_gender(a) == gender]
+        if not rows:
+            continue
+        cells = []
+        for column in ("sim_output", "wer_output"):
+            pairs = [(values([a], column)[0], values([b], column)[0]) for a, b in rows]
+            diff, error = mean_and_error([y - x for x, y in pairs if x is not None and y is not None])
+            cells.append(f"{column} {diff:+.4f} +- {error:.4f}")
+        print(f"{gender} targets ({len(rows)} pairs): " + ", ".join(cells))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("first", type=Path, help="evaluation folder of the reference run")
     parser.add_argument("second", type=Path, help="evaluation folder of the rerun")
+    parser.add_argument("--by-target-gender", action="store_true",
+                        help="also print the paired differences of similarity and WER for female and male targets "
+                             "(from the pair tag in the output names that `voiceconv evaluate` writes, e.g. "
+                             "p000_FM_...: a female source to a male target)")
     args = parser.parse_args()
     first, second = read_pairs(args.first), read_pairs(args.second)
     if [pair_key(row) for row in first] != [pair_key(row) for row in second]:
@@ -82,6 +106,8 @@ def main() -> None:
         if column == "sim_output":
             verdict = abs(diff) <= 2 * error
     print(f"{'pairs closer to the target than the source':<46}{closer[0]:>9d}{closer[1]:>9d}")
+    if args.by_target_gender:
+        by_target_gender(first, second)
     if verdict is not None:
         print("speaker similarity: " + ("same within noise (|paired diff| <= 2 s.e.)" if verdict
                                         else "DIFFERENT (|paired diff| > 2 s.e.)"))
