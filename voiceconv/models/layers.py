@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from voiceconv.errors import ConfigError
+from voiceconv.errors import ConfigError, VoiceconvError
 
 ACTIVATIONS = {"relu": nn.ReLU, "lrelu": lambda: nn.LeakyReLU(0.2), "gelu": nn.GELU}
 
@@ -204,3 +204,31 @@ class _GradientReversal(torch.autograd.Function):
 def gradient_reversal(x: torch.Tensor, coefficient: float) -> torch.Tensor:
     """Identity forward; multiplies the gradient by ``-coefficient`` backward (Ganin & Lempitsky 2015)."""
     return _GradientReversal.apply(x, float(coefficient))
+
+
+def check_dilated_stack(owner: str, kernel_sizes, dilations) -> None:
+    """A :func:`dilated_conv_stack` config must pair each kernel with a dilation and keep lengths (odd kernels)."""
+    if len(kernel_sizes) != len(dilations) or not kernel_sizes:
+        raise VoiceconvError(f"{owner}: kernel_sizes and dilations need the same, non-zero length")
+    if any(kernel % 2 == 0 for kernel in kernel_sizes):
+        raise VoiceconvError(f"{owner}: kernel_sizes must be odd (same-length convolutions), got {list(kernel_sizes)}")
+
+
+def dilated_conv_stack(in_channels: int, channels: int, kernel_sizes, dilations,
+                       nonlinearity: type[nn.Module]) -> nn.Sequential:
+    """Same-length dilated convolutions ``(B, in_channels, T) -> (B, channels, T)``, each followed by
+    ``nonlinearity`` and a batch norm (the frame layers of the speaker critic and the phone recogniser)."""
+    layers: list[nn.Module] = []
+    for kernel, dilation in zip(kernel_sizes, dilations):
+        layers += [nn.Conv1d(in_channels, channels, kernel, dilation=dilation, padding=dilation * (kernel - 1) // 2),
+                   nonlinearity(), nn.BatchNorm1d(channels)]
+        in_channels = channels
+    return nn.Sequential(*layers)
+
+
+def frozen(module: nn.Module) -> nn.Module:
+    """``module`` in eval mode (batch norms on their running statistics) with no trainable parameter."""
+    module.eval()
+    for parameter in module.parameters():
+        parameter.requires_grad_(False)
+    return module

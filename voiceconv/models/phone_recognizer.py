@@ -27,7 +27,7 @@ from voiceconv import checkpoint
 from voiceconv.config import from_dict, to_dict
 from voiceconv.errors import VoiceconvError
 from voiceconv.features import MelConfig
-from voiceconv.models.layers import masked_mean
+from voiceconv.models.layers import check_dilated_stack, dilated_conv_stack, frozen, masked_mean
 from voiceconv.models.vc_model import default_device
 
 KIND = "phone_recognizer"
@@ -44,11 +44,7 @@ class PhoneRecognizerConfig:
     log_mel_scale: float = 2.5  # mean-normalised log-mels are divided by it (about unit spread)
 
     def __post_init__(self) -> None:
-        if len(self.kernel_sizes) != len(self.dilations) or not self.kernel_sizes:
-            raise VoiceconvError("phone recogniser: kernel_sizes and dilations need the same, non-zero length")
-        if any(kernel % 2 == 0 for kernel in self.kernel_sizes):
-            raise VoiceconvError(f"phone recogniser: kernel_sizes must be odd (same-length convolutions), "
-                                 f"got {list(self.kernel_sizes)}")
+        check_dilated_stack("phone recogniser", self.kernel_sizes, self.dilations)
         if not self.phones or len(set(self.phones)) != len(self.phones):
             raise VoiceconvError("phone recogniser: phones must be a non-empty list of distinct symbols")
         self.phones = tuple(self.phones)
@@ -64,14 +60,8 @@ class PhoneRecognizer(nn.Module):
     def __init__(self, config: PhoneRecognizerConfig):
         super().__init__()
         self.config = config
-        layers: list[nn.Module] = []
-        in_channels = config.mel.n_mels
-        for kernel, dilation in zip(config.kernel_sizes, config.dilations):
-            layers += [nn.Conv1d(in_channels, config.channels, kernel, dilation=dilation,
-                                 padding=dilation * (kernel - 1) // 2),
-                       nn.GELU(), nn.BatchNorm1d(config.channels)]
-            in_channels = config.channels
-        self.frames = nn.Sequential(*layers)
+        self.frames = dilated_conv_stack(config.mel.n_mels, config.channels, config.kernel_sizes, config.dilations,
+                                         nn.GELU)
         self.output = nn.Conv1d(config.channels, config.n_classes, 1)
 
     def log_probs(self, mel: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -113,7 +103,4 @@ class PhoneRecognizer(nn.Module):
         meta, state_dict = checkpoint.load_pretrained(directory, KIND)
         recognizer = cls(from_dict(PhoneRecognizerConfig, meta.get("config")))
         recognizer.load_state_dict(state_dict)
-        recognizer.eval()
-        for parameter in recognizer.parameters():
-            parameter.requires_grad_(False)
-        return recognizer.to(device if device is not None else default_device())
+        return frozen(recognizer).to(device if device is not None else default_device())

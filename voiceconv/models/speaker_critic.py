@@ -23,7 +23,7 @@ from voiceconv import checkpoint
 from voiceconv.config import from_dict, to_dict
 from voiceconv.errors import VoiceconvError
 from voiceconv.features import MelConfig
-from voiceconv.models.layers import masked_mean
+from voiceconv.models.layers import check_dilated_stack, dilated_conv_stack, frozen, masked_mean
 from voiceconv.models.vc_model import default_device
 
 KIND = "speaker_critic"
@@ -40,11 +40,7 @@ class SpeakerCriticConfig:
     log_mel_scale: float = 2.5
 
     def __post_init__(self) -> None:
-        if len(self.kernel_sizes) != len(self.dilations) or not self.kernel_sizes:
-            raise VoiceconvError("speaker critic: kernel_sizes and dilations need the same, non-zero length")
-        if any(kernel % 2 == 0 for kernel in self.kernel_sizes):
-            raise VoiceconvError(f"speaker critic: kernel_sizes must be odd (same-length convolutions), "
-                                 f"got {list(self.kernel_sizes)}")
+        check_dilated_stack("speaker critic", self.kernel_sizes, self.dilations)
 
 
 class SpeakerCritic(nn.Module):
@@ -53,14 +49,8 @@ class SpeakerCritic(nn.Module):
     def __init__(self, config: SpeakerCriticConfig, n_speakers: int = 0):
         super().__init__()
         self.config = config
-        layers: list[nn.Module] = []
-        in_channels = config.mel.n_mels
-        for kernel, dilation in zip(config.kernel_sizes, config.dilations):
-            layers += [nn.Conv1d(in_channels, config.channels, kernel, dilation=dilation,
-                                 padding=dilation * (kernel - 1) // 2),
-                       nn.ReLU(), nn.BatchNorm1d(config.channels)]
-            in_channels = config.channels
-        self.frames = nn.Sequential(*layers)
+        self.frames = dilated_conv_stack(config.mel.n_mels, config.channels, config.kernel_sizes, config.dilations,
+                                         nn.ReLU)
         self.embedding = nn.Linear(2 * config.channels, config.embedding_dim)  # from mean and std pooling
         self.n_speakers = n_speakers
         # Class centres of the additive-margin softmax; only training uses them.
@@ -108,7 +98,4 @@ class SpeakerCritic(nn.Module):
         meta, state_dict = checkpoint.load_pretrained(directory, KIND)
         critic = cls(from_dict(SpeakerCriticConfig, meta.get("config")))
         critic.load_state_dict(state_dict)
-        critic.eval()
-        for parameter in critic.parameters():
-            parameter.requires_grad_(False)
-        return critic.to(device if device is not None else default_device())
+        return frozen(critic).to(device if device is not None else default_device())
