@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from voiceconv.errors import ConfigError
+from voiceconv.models.layers import masked_mean
 from voiceconv.models.phone_recognizer import PhoneRecognizer, PhoneRecognizerConfig
 from voiceconv.models.vc_model import default_device
 from voiceconv.training.augment import warp_mel
@@ -107,7 +108,7 @@ def _spec_augment(mel: torch.Tensor, mask: torch.Tensor, config: RecognizerTrain
     batch, n_mels, frames = mel.shape
     alpha = 1.0 + config.warp * (2.0 * torch.rand(batch, generator=generator) - 1.0)
     mel = warp_mel(mel, alpha)
-    mean = (mel * mask.unsqueeze(1)).sum(dim=-1, keepdim=True) / mask.sum(dim=-1).clamp_min(1.0)[:, None, None]
+    mean = masked_mean(mel, mask).unsqueeze(-1)  # (B, n_mels, 1)
     keep = torch.ones_like(mel)
     for b in range(batch):
         length = int(mask[b].sum())
