@@ -125,12 +125,34 @@ def test_refuses_a_width_that_does_not_grow():
         widen.widened_model(source, 200, part="vocoder")
 
 
-def test_main_writes_a_model_that_loads(tmp_path, monkeypatch, capsys):
-    tiny_model().save_pretrained(tmp_path / "source")
-    monkeypatch.setattr(sys, "argv", ["widen.py", str(tmp_path / "source"), str(tmp_path / "wide"),
-                                      "--channels", "20", "--check-audio", str(REPO / "examples" / "source.wav")])
+@pytest.mark.parametrize("part", ["decoder", "content_encoder", "speaker_encoder"])
+def test_main_writes_a_model_that_loads(tmp_path, monkeypatch, capsys, part):
+    source = tiny_model()
+    source.save_pretrained(tmp_path / "source")
+    width = getattr(source.config, part).channels + 4
+    monkeypatch.setattr(sys, "argv", ["widen.py", str(tmp_path / "source"), str(tmp_path / "wide"), "--part", part,
+                                      "--channels", str(width), "--check-audio", str(REPO / "examples" / "source.wav")])
     widen.main()
     report = json.loads(capsys.readouterr().out)
     assert report["max_difference"] < 1e-4
     assert report["parameters"]["widened"] > report["parameters"]["source"]
-    assert VCModel.from_pretrained(tmp_path / "wide", device="cpu").config.decoder.channels == 20
+    assert getattr(VCModel.from_pretrained(tmp_path / "wide", device="cpu").config, part).channels == width
+
+
+def test_main_refuses_a_widened_speaker_encoder_that_embeds_differently(tmp_path, monkeypatch):
+    tiny_model().save_pretrained(tmp_path / "source")
+    real = widen.widened_model
+
+    def broken(*args, **kwargs):  # a widening that let a new channel leak into the speaker vector
+        model = real(*args, **kwargs)
+        with torch.no_grad():
+            model.speaker_encoder.out.weight[:, -1] = 1.0
+        return model
+
+    monkeypatch.setattr(widen, "widened_model", broken)
+    monkeypatch.setattr(sys, "argv", ["widen.py", str(tmp_path / "source"), str(tmp_path / "wide"), "--part",
+                                      "speaker_encoder", "--channels", "40",
+                                      "--check-audio", str(REPO / "examples" / "source.wav")])
+    with pytest.raises(SystemExit, match="differs from the source"):
+        widen.main()
+    assert not (tmp_path / "wide").exists()
