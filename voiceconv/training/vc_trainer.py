@@ -56,6 +56,8 @@ from voiceconv.training.content_warp import ContentWarpConfig, warp_content
 from voiceconv.training.cycle import CycleConfig, draw_partners
 from voiceconv.training.data import PreparedCorpus, SegmentBatcher
 from voiceconv.training.distributed import Distributed, any_rank, barrier, seed_everything, unwrap
+from voiceconv.training.mel_adversary import (MelAdversaryConfig, build_discriminator, discriminator_step,
+                                              generator_terms)
 from voiceconv.training.phonetic import PhoneticTermConfig, phonetic_loss
 from voiceconv.training.run_directory import RunDirectory, RunLogger
 from voiceconv.training.speaker_critic import SpeakerCriticTermConfig, critic_loss
@@ -111,6 +113,9 @@ class TrainConfig:
     # A frozen phone recogniser of our own reads the cycle's conversions and their sources, which must
     # agree (voiceconv/training/phonetic.py; weight lambdas["loss/phonetic"]; needs train.cycle).
     phonetic: PhoneticTermConfig | None = None
+    # A mel discriminator trained beside the model; the decoder's reconstructions (and the cycle's conversions)
+    # must fool it (voiceconv/training/mel_adversary.py; weights lambdas["loss/mel_adv"] and ["loss/mel_fm"]).
+    mel_adversary: MelAdversaryConfig | None = None
     # The speaker encoder reads another segment of the same speaker, not the segment being rebuilt
     # (AdaIN-VC: the same segment), so the speaker vector cannot carry what is said.
     separate_reference: bool = False
@@ -124,6 +129,9 @@ class TrainConfig:
         loop.check_schedule(self)
         if self.speaker_critic is not None and self.cycle is None:
             raise ConfigError("train.speaker_critic judges the cycle's conversions; set train.cycle too")
+        if self.mel_adversary is not None and self.mel_adversary.conversions and self.cycle is None:
+            raise ConfigError("train.mel_adversary.conversions judges the cycle's conversions; set train.cycle too, "
+                              "or mel_adversary.conversions false")
         if self.phonetic is not None and self.cycle is None:
             raise ConfigError("train.phonetic reads the cycle's conversions; set train.cycle too")
         if self.phonetic is not None and self.speaker_critic is not None and not self.speaker_critic.content_gradient:
@@ -146,12 +154,21 @@ class State(loop.TrainingState):
     best_val: float = math.inf
     critic: SpeakerCritic | None = None  # frozen, loaded from train.speaker_critic.path (not in train_state)
     recognizer: PhoneRecognizer | None = None  # frozen, loaded from train.phonetic.path (not in train_state)
+    # train.mel_adversary: trained beside the model and kept in train_state (DDP-wrapped like the model)
+    discriminator: torch.nn.Module | None = None
+    discriminator_optimizer: torch.optim.Optimizer | None = None
 
     def trained_modules(self) -> dict[str, torch.nn.Module]:
-        return {"model": self.model}
+        modules = {"model": self.model}
+        if self.discriminator is not None:
+            modules["mel_discriminator"] = self.discriminator
+        return modules
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"optimizer": self.optimizer}
+        optimizers = {"optimizer": self.optimizer}
+        if self.discriminator_optimizer is not None:
+            optimizers["mel_discriminator_optimizer"] = self.discriminator_optimizer
+        return optimizers
 
     def released(self) -> VCModel:
         return unwrap(self.model)
@@ -246,6 +263,7 @@ def train_step(state: State, batch: dict[str, torch.Tensor]) -> dict[str, float]
         if state.recognizer is not None:
             # Conversion i keeps utterance i's timing: frame t of each is read against the other.
             out["loss/phonetic"] = phonetic_loss(state.recognizer, converted, batch["mel"][:n], batch["mask"][:n])
+    adversary_values = _mel_adversary(state, batch, out)
     loss_keys = sorted(k for k in out if k.startswith("loss/"))
     if not loss_keys:
         raise TrainingError("the model returned no 'loss/*' terms; nothing to train")
@@ -274,6 +292,24 @@ def train_step(state: State, batch: dict[str, torch.Tensor]) -> dict[str, float]
     values.update({f"weight/{k}": w for k, w in weights.items() if config.warmup.get(k, 0) > 0})
     values.update({"loss/total": float(total.detach()), "grad_norm": float(grad_norm),
                    "lr": state.optimizer.param_groups[0]["lr"], "skipped": 0.0 if apply else 1.0})
+    values.update(adversary_values)
+    return values
+
+
+def _mel_adversary(state: State, batch: dict[str, torch.Tensor], out: dict[str, torch.Tensor]) -> dict[str, float]:
+    """``train.mel_adversary``: update the discriminator on this step's outputs, then add the decoder's
+    ``loss/mel_adv`` (and ``loss/mel_fm``) to ``out``; returns the discriminator's scalars (empty when off)."""
+    config = state.config.mel_adversary
+    if config is None:
+        return {}
+    model = unwrap(state.model)
+    real = model.normalize(batch["mel"])  # the discriminator reads the model's normalised domain
+    reconstruction = model.normalize(out["mel_hat"])
+    conversions = out.get("cycle_converted") if config.conversions else None
+    values = discriminator_step(state.discriminator, state.discriminator_optimizer, config, real, reconstruction,
+                                conversions, batch["mask"])
+    # The wrapped discriminator synchronises its update across processes; the decoder's terms only read it.
+    out.update(generator_terms(unwrap(state.discriminator), config, real, reconstruction, conversions, batch["mask"]))
     return values
 
 
@@ -447,6 +483,10 @@ def _train(experiment: ExperimentConfig, data_dir, run: RunDirectory, resume: bo
         wrapped = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
     state = State(wrapped, _optimizer(model, config), config, ctx, loop.NanGuard(config.max_bad_steps))
+    if config.mel_adversary is not None:
+        discriminator, state.discriminator_optimizer = build_discriminator(config.mel_adversary, ctx.device)
+        state.discriminator = discriminator if not ctx.enabled else torch.nn.parallel.DistributedDataParallel(
+            discriminator, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
     if config.speaker_critic is not None:
         state.critic = SpeakerCritic.from_pretrained(config.speaker_critic.path, device=ctx.device)
         state.critic.config.mel.check_compatible(corpus.mel_config, "speaker critic", "prepared corpus")
