@@ -20,8 +20,13 @@ from voiceconv.models.vc_model import VCModel
 from voiceconv.training.data import PreparedCorpus, SegmentBatcher
 from voiceconv.training.distributed import Distributed
 from voiceconv.training.loop import NanGuard
-from voiceconv.training.mel_adversary import (MelAdversaryConfig, build_discriminator, discriminator_step,
-                                              fill_padding, generator_terms)
+from voiceconv.training.mel_adversary import (
+    MelAdversaryConfig,
+    build_discriminator,
+    discriminator_step,
+    fill_padding,
+    generator_terms,
+)
 from voiceconv.training.run_directory import read_metrics
 from voiceconv.training.vc_trainer import State, train, train_step
 

@@ -56,8 +56,12 @@ from voiceconv.training.content_warp import ContentWarpConfig, warp_content
 from voiceconv.training.cycle import CycleConfig, draw_partners
 from voiceconv.training.data import PreparedCorpus, SegmentBatcher
 from voiceconv.training.distributed import Distributed, any_rank, barrier, seed_everything, unwrap
-from voiceconv.training.mel_adversary import (MelAdversaryConfig, build_discriminator, discriminator_step,
-                                              generator_terms)
+from voiceconv.training.mel_adversary import (
+    MelAdversaryConfig,
+    build_discriminator,
+    discriminator_step,
+    generator_terms,
+)
 from voiceconv.training.phonetic import PhoneticTermConfig, phonetic_loss
 from voiceconv.training.run_directory import RunDirectory, RunLogger
 from voiceconv.training.speaker_critic import SpeakerCriticTermConfig, critic_loss
