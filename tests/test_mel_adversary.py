@@ -17,6 +17,7 @@ from voiceconv.checkpoint import load_train_state
 from voiceconv.errors import ConfigError
 from voiceconv.models.mel_discriminator import MelDiscriminator, MelDiscriminatorConfig
 from voiceconv.models.vc_model import VCModel
+from voiceconv.training import mel_adversary
 from voiceconv.training.data import PreparedCorpus, SegmentBatcher
 from voiceconv.training.distributed import Distributed
 from voiceconv.training.loop import NanGuard
@@ -105,8 +106,10 @@ def test_generator_terms_reach_the_outputs_and_leave_the_discriminator_alone():
     assert float(generator_terms(discriminator, config, real, real.clone(), None, None)["loss/mel_fm"]) == 0.0
 
 
-def test_the_terms_reach_all_three_modules(corpus):
-    """Gradients at weight 0 and 1 from the same weights (no clipping, which would rescale every gradient)."""
+@pytest.mark.parametrize("conversions", [True, False])
+def test_the_terms_reach_all_three_modules(corpus, conversions):
+    """Gradients at weight 0 and 1 from the same weights (no clipping, which would rescale every gradient);
+    without the conversions, through the reconstructions alone."""
     batch = SegmentBatcher(PreparedCorpus(corpus), 32, 8, seed=0, with_reference=True).batch(0)
     grads = {}
     for weight in (0.0, 1.0):
@@ -115,10 +118,10 @@ def test_the_terms_reach_all_three_modules(corpus):
         torch.manual_seed(0)
         model = VCModel(config.model)
         state = State(model, torch.optim.SGD(model.parameters(), lr=0.0), config.train, Distributed(), NanGuard(5))
+        adversary = MelAdversaryConfig(conversions=conversions)
         torch.manual_seed(1)
-        state.discriminator, state.discriminator_optimizer = build_discriminator(
-            MelAdversaryConfig(), torch.device("cpu"))
-        state.config.mel_adversary = MelAdversaryConfig()
+        state.discriminator, state.discriminator_optimizer = build_discriminator(adversary, torch.device("cpu"))
+        state.config.mel_adversary = adversary
         values = train_step(state, batch)
         assert {"loss/mel_adv", "loss/mel_fm", "loss/mel_disc"} <= set(values)
         grads[weight] = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
@@ -158,7 +161,10 @@ def test_training_with_the_adversary_learns_moves_every_parameter_and_resumes_ex
 
     split = tmp_path / "split"
     train(experiment("train.steps=20", *options), corpus, split, device="cpu", progress=False)
+    halfway = load_train_state(split / "train_state.pt")["mel_discriminator"]
     train(experiment("train.steps=40", *options), corpus, split, resume=True, device="cpu", progress=False)
+    for name in originals:  # and it goes on moving after the resume
+        assert not torch.equal(halfway[name], saved[name]), name
     first, second = _parameters(straight / "last"), _parameters(split / "last")
     for name in first:
         assert torch.equal(first[name], second[name]), name
@@ -168,11 +174,46 @@ def test_training_with_the_adversary_learns_moves_every_parameter_and_resumes_ex
     assert rows == _without_timing(read_metrics(split / "metrics.jsonl"), rows)
 
 
+def test_resuming_a_run_without_the_adversary_with_it_on_says_why(corpus, tmp_path):
+    options = [*DENOISE, "train.batch_size=8", "train.segment_frames=32", "train.checkpoint_every=2",
+               "train.val_every=100"]
+    train(experiment("train.steps=2", *options), corpus, tmp_path / "run", device="cpu", progress=False)
+    with pytest.raises(ConfigError, match="mel_discriminator.*--init-from"):
+        train(experiment("train.steps=4", *options, "train.mel_adversary.lr=0.001"), corpus, tmp_path / "run",
+              resume=True, device="cpu", progress=False)
+
+
+def test_a_non_finite_discriminator_skips_the_step_and_counts_as_a_bad_step(corpus, monkeypatch):
+    config = experiment(*ADVERSARY)
+    torch.manual_seed(0)
+    model = VCModel(config.model)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    state = State(model, torch.optim.Adam(model.parameters(), lr=1e-3), config.train, Distributed(), NanGuard(5))
+    state.discriminator, state.discriminator_optimizer = build_discriminator(config.train.mel_adversary,
+                                                                            torch.device("cpu"))
+    discriminator_before = {k: v.clone() for k, v in state.discriminator.state_dict().items()}
+    monkeypatch.setattr(mel_adversary, "discriminator_loss",
+                        lambda real, fake: torch.tensor(float("nan"), requires_grad=True))
+    batch = SegmentBatcher(PreparedCorpus(corpus), 32, 8, seed=0, with_reference=True).batch(0)
+    values = train_step(state, batch)
+    assert values["skipped_mel_disc"] == 1.0 and values["skipped"] == 1.0
+    assert state.guard.total == 1
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, before[name]), name
+    for name, value in state.discriminator.state_dict().items():
+        if not name.endswith(("_u", "_v")):  # the power iteration still ran in the forward passes
+            assert torch.equal(value, discriminator_before[name]), name
+
+
 def test_config_refuses_conversions_without_the_cycle():
     with pytest.raises(ConfigError, match="train.cycle"):
         experiment("train.mel_adversary.conversions=true")
     assert experiment("train.mel_adversary.conversions=false").train.mel_adversary.conversions is False
     with pytest.raises(ConfigError, match="lr"):
         MelAdversaryConfig(lr=0.0)
+    with pytest.raises(ConfigError, match="betas"):
+        MelAdversaryConfig(betas=(0.5, 1.5))
+    with pytest.raises(ConfigError, match="positive"):
+        MelDiscriminatorConfig(channels=(8, 0), strides=((2, 2), (1, 1)))
     with pytest.raises(ConfigError, match="known keys"):
         experiment(*DENOISE, "train.mel_adversary.learning_rate=0.1")

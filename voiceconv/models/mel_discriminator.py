@@ -2,13 +2,14 @@
 
 An L1-trained decoder predicts the conditional mean of the mel, which is blurred wherever the content
 code and the speaker vector leave the detail open: smeared harmonics, soft formant transitions, a
-noise floor in pauses. Chou et al. (2018) added a second, adversarial stage for this; MelGAN-VC and
-StarGAN-VC train their generators against mel discriminators too. This one reads the (normalised)
+noise floor in pauses. Chou et al. (2018) added a second, adversarial stage for this; MelGAN-VC trains its
+generator against discriminators on mel spectrograms too. This one reads the (normalised)
 log-mel as a one-channel image and scores overlapping time-frequency patches, so it judges local
 texture (sharpness, harmonic structure), not the voice or the words, which the other terms own.
 
-It is small on purpose: a training step of the VC model on two CPU cores must stay within a few
-tenths of a second. It is used only in training and never ships with the released model.
+It is small on purpose (0.14 M parameters): with it, a training step of the shipped configuration on two
+CPU cores runs at 1.4 steps/s instead of 2.0. It is used only in training and never ships with the
+released model.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ class MelDiscriminatorConfig:
     channels: tuple[int, ...] = (16, 32, 64, 64)  # per 3x3 conv layer
     # (frequency, time) stride per layer: frequency is halved three times (80 -> 10 bands) and time twice,
     # so each output logit sees a patch of 47 bands x 31 frames (0.36 s). Time is halved in the first
-    # layer, not the third: the same outputs at about 60 % of the cost on the CPU.
+    # layer rather than the third: the same output grid (31 frames of context instead of 25) in 63 % of the
+    # time (forward and backward of 80 mels of 128 frames, one CPU thread: 0.16 s against 0.25 s).
     strides: tuple[tuple[int, int], ...] = ((2, 2), (2, 2), (2, 1), (1, 1))
 
     def __post_init__(self) -> None:
@@ -38,6 +40,8 @@ class MelDiscriminatorConfig:
         if len(self.channels) != len(self.strides) or not self.channels:
             raise ConfigError(f"mel discriminator: one stride per layer, got {len(self.channels)} channels and "
                              f"{len(self.strides)} strides")
+        if min(self.channels) < 1:
+            raise ConfigError(f"mel discriminator channels must be positive, got {self.channels}")
         if any(len(s) != 2 or min(s) < 1 for s in self.strides):
             raise ConfigError(f"mel discriminator strides must be (frequency, time) pairs >= 1, got {self.strides}")
 
@@ -50,7 +54,7 @@ class MelDiscriminator(nn.Module):
 
     The list holds one entry so that the vocoder's least-squares and feature-matching losses
     (:mod:`voiceconv.vocoder.losses`), which take one entry per sub-discriminator, apply as they are.
-    Spectral normalisation keeps the discriminator Lipschitz, which is what keeps a GAN stable when
+    Spectral normalisation keeps the discriminator approximately Lipschitz, which is what keeps a GAN stable when
     its generator starts from a converged reconstruction model.
     """
 

@@ -286,6 +286,11 @@ def restore(state: TrainingState, run: RunDirectory) -> None:
     from voiceconv.checkpoint import load_train_state, set_rng_state
 
     saved = load_train_state(run.train_state)
+    missing = [name for name in (*state.trained_modules(), *state.optimizers()) if name not in saved]
+    if missing:
+        raise ConfigError(f"{run.train_state} has no {', '.join(missing)}: the run was started without the part "
+                          "that trains it (for example train.mel_adversary); resume with the run's own config, "
+                          "or start a new run from its weights with --init-from")
     for name, module in state.trained_modules().items():
         unwrap(module).load_state_dict(saved[name])
     for name, optimizer in state.optimizers().items():

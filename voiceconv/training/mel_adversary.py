@@ -13,15 +13,20 @@ weighted by ``lambdas`` like every other:
   reconstruction and of its own real mel, a perceptual reconstruction term that steadies the GAN.
 
 Each training step first updates the discriminator on that step's outputs (detached), then computes
-the decoder's terms with the updated discriminator, held fixed (the vocoder trainer's order). The
-discriminator and its optimizer are part of the train state, so a resume is exact; neither is released.
-Padded frames of an output are replaced by the real mel's, so that padding never tells the two apart.
+the decoder's terms with the updated discriminator, held fixed. (The vocoder trainer computes its
+generator terms with the discriminator before its update; here the decoder meets the sharper one.) A
+non-finite discriminator loss or gradient skips its update and the model's, and counts toward
+``train.max_bad_steps`` like any other bad step. The discriminator and its optimizer are part of the
+train state, so a resume is exact; neither is released. Padded frames of an output are replaced by the
+real mel's, so that padding never tells the two apart (fully padded patches then score alike and add
+nothing but a constant).
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -44,6 +49,8 @@ class MelAdversaryConfig:
         if self.lr <= 0:
             raise ConfigError(f"train.mel_adversary.lr must be positive, got {self.lr}")
         self.betas = tuple(float(b) for b in self.betas)
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ConfigError(f"train.mel_adversary.betas must be two values in [0, 1), got {self.betas}")
         if isinstance(self.discriminator, dict):  # built by hand rather than by the config loader
             self.discriminator = MelDiscriminatorConfig(**self.discriminator)
 
@@ -91,11 +98,11 @@ def _outputs(real: torch.Tensor, reconstruction: torch.Tensor, conversions: torc
 
 def discriminator_step(discriminator: torch.nn.Module, optimizer: torch.optim.Optimizer, config: MelAdversaryConfig,
                        real: torch.Tensor, reconstruction: torch.Tensor, conversions: torch.Tensor | None,
-                       mask: torch.Tensor | None) -> dict[str, float]:
+                       mask: torch.Tensor | None, agree: Callable[[bool], bool] | None = None) -> dict[str, float]:
     """One discriminator update: real ``(B, n_mels, T)`` (normalised log-mels) toward 1, this step's
     reconstructions ``(B, n_mels, T)`` and conversions ``(n, n_mels, T)`` (or None), detached, toward 0.
-    Skipped when the loss or the gradient is not finite. Returns ``loss/mel_disc``, ``grad_norm_mel_disc``
-    and ``skipped_mel_disc``."""
+    Skipped when the loss or the gradient is not finite; ``agree(finite)`` makes that one decision for
+    every process (DDP). Returns ``loss/mel_disc``, ``grad_norm_mel_disc`` and ``skipped_mel_disc``."""
     discriminator.train()
     with torch.autocast(real.device.type, enabled=False):
         fake = _outputs(real, reconstruction.detach(), None if conversions is None else conversions.detach(), mask)
@@ -105,6 +112,8 @@ def discriminator_step(discriminator: torch.nn.Module, optimizer: torch.optim.Op
     max_norm = config.grad_clip if config.grad_clip > 0 else math.inf
     grad_norm = torch.nn.utils.clip_grad_norm_(discriminator.parameters(), max_norm)
     finite = bool(torch.isfinite(loss)) and bool(torch.isfinite(grad_norm))
+    if agree is not None:
+        finite = agree(finite)
     if finite:
         optimizer.step()
     else:

@@ -282,6 +282,8 @@ def train_step(state: State, batch: dict[str, torch.Tensor]) -> dict[str, float]
     max_norm = config.grad_clip if config.grad_clip > 0 else math.inf
     grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm) if params else torch.zeros(())
     finite = bool(torch.isfinite(total)) and bool(torch.isfinite(grad_norm))
+    # A discriminator that went non-finite skips this step too, so that it counts toward max_bad_steps.
+    finite = finite and not adversary_values.get("skipped_mel_disc", 0.0)
     # Every rank must take the same decision, or the replicas drift apart.
     finite = not any_rank(not finite, state.ctx)
     bad = [k for k in loss_keys if not torch.isfinite(out[k]).all()]
@@ -311,7 +313,7 @@ def _mel_adversary(state: State, batch: dict[str, torch.Tensor], out: dict[str, 
     reconstruction = model.normalize(out["mel_hat"])
     conversions = out.get("cycle_converted") if config.conversions else None
     values = discriminator_step(state.discriminator, state.discriminator_optimizer, config, real, reconstruction,
-                                conversions, batch["mask"])
+                                conversions, batch["mask"], agree=lambda finite: not any_rank(not finite, state.ctx))
     # The wrapped discriminator synchronises its update across processes; the decoder's terms only read it.
     out.update(generator_terms(unwrap(state.discriminator), config, real, reconstruction, conversions, batch["mask"]))
     return values
@@ -502,6 +504,9 @@ def _train(experiment: ExperimentConfig, data_dir, run: RunDirectory, resume: bo
         # A resumed run may change hyperparameters (e.g. a lower lr); the config wins over the saved state.
         for group in state.optimizer.param_groups:
             group.update(lr=config.lr, betas=tuple(config.betas), weight_decay=config.weight_decay)
+        if state.discriminator_optimizer is not None:
+            for group in state.discriminator_optimizer.param_groups:
+                group.update(lr=config.mel_adversary.lr, betas=tuple(config.mel_adversary.betas))
     if ctx.is_main:
         loop.write_run_config(run, experiment)
         logger.info("VCModel: %.3f M parameters; %d training speakers (%d utterances), %d held out; "
