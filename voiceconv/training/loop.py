@@ -35,6 +35,23 @@ from voiceconv.training.run_directory import RunDirectory, RunLogger
 logger = logging.getLogger(__name__)
 
 
+@contextlib.contextmanager
+def weights_held(module: torch.nn.Module):
+    """No weight gradients for ``module`` (a discriminator while its generator's terms are computed), and no
+    DDP gradient sync; its ``requires_grad`` flags are restored afterwards."""
+    sync = module.no_sync() if isinstance(module, torch.nn.parallel.DistributedDataParallel) else \
+        contextlib.nullcontext()
+    flags = [(p, p.requires_grad) for p in module.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        with sync:
+            yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
 def linear_ramp(step: int, warmup_steps: int) -> float:
     """0 -> 1 linearly over ``warmup_steps`` steps, then 1 (``warmup_steps <= 0``: always 1)."""
     if warmup_steps <= 0:

@@ -33,6 +33,7 @@ import torch
 
 from voiceconv.errors import ConfigError
 from voiceconv.models.mel_discriminator import MelDiscriminator, MelDiscriminatorConfig
+from voiceconv.training.loop import weights_held
 from voiceconv.vocoder.losses import discriminator_loss, feature_matching_loss, generator_adversarial_loss
 
 
@@ -72,17 +73,14 @@ def fill_padding(output: torch.Tensor, real: torch.Tensor, mask: torch.Tensor | 
 
 @contextlib.contextmanager
 def _held_fixed(discriminator: torch.nn.Module):
-    """No weight gradients and no spectral-norm power iteration: the decoder's terms only read it."""
+    """No weight gradients (:func:`voiceconv.training.loop.weights_held`) and, in eval mode, no spectral-norm
+    power iteration: the decoder's terms only read the discriminator."""
     was_training = discriminator.training
-    flags = [p.requires_grad for p in discriminator.parameters()]
     discriminator.eval()
-    for parameter in discriminator.parameters():
-        parameter.requires_grad_(False)
     try:
-        yield discriminator
+        with weights_held(discriminator):
+            yield discriminator
     finally:
-        for parameter, flag in zip(discriminator.parameters(), flags):
-            parameter.requires_grad_(flag)
         discriminator.train(was_training)
 
 

@@ -41,7 +41,6 @@ share (loop, checkpoints, logs, resume) lives in :mod:`voiceconv.training.loop`.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
@@ -180,22 +179,6 @@ def _clip(parameters, max_norm: float) -> torch.Tensor:
     return torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm > 0 else math.inf)
 
 
-@contextlib.contextmanager
-def _frozen(module: torch.nn.Module):
-    """No weight gradients (the discriminators during the generator step), and no DDP gradient sync."""
-    sync = module.no_sync() if isinstance(module, torch.nn.parallel.DistributedDataParallel) else \
-        contextlib.nullcontext()
-    flags = [(p, p.requires_grad) for p in module.parameters()]
-    for p, _ in flags:
-        p.requires_grad_(False)
-    try:
-        with sync:
-            yield
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
-
-
 def train_step(state: State, batch: dict[str, torch.Tensor]) -> dict[str, float]:
     """One generator step (and, once adversarial, one discriminator step) on ``batch``.
 
@@ -237,7 +220,7 @@ def train_step(state: State, batch: dict[str, torch.Tensor]) -> dict[str, float]
 
     out = {"loss/mel": state.mel_loss(generated, audio), "loss/stft": state.stft_loss(generated, audio)}
     if adversarial:
-        with _frozen(discriminators):
+        with loop.weights_held(discriminators):
             with torch.no_grad(), bf16_autocast(config.bf16, state.device, cpu=config.cpu_bf16):
                 real = discriminators(audio)  # feature-matching targets, after the discriminator update
             with bf16_autocast(config.bf16, state.device, cpu=config.cpu_bf16):
