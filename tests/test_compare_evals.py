@@ -52,6 +52,30 @@ def test_by_target_gender_splits_the_paired_differences(tmp_path, monkeypatch, c
     assert "sim_output +0.1000 +- 0.0000" in male and "wer_output +0.0000 +- 0.0000" in male
 
 
+def test_pair_sets_are_pooled(tmp_path, monkeypatch, capsys):
+    # Set A: similarity +0.1 on both pairs; set B: similarity flat. Pooled over 4 pairs: +0.05 +- 0.0289.
+    first_a = write_eval(tmp_path / "a1", [("MF", 0.6, 0.1), ("FM", 0.6, 0.1)])
+    second_a = write_eval(tmp_path / "a2", [("MF", 0.7, 0.1), ("FM", 0.7, 0.1)])
+    first_b = write_eval(tmp_path / "b1", [("MM", 0.7, 0.2), ("FF", 0.7, 0.2)])
+    second_b = write_eval(tmp_path / "b2", [("MM", 0.7, 0.2), ("FF", 0.7, 0.2)])
+    monkeypatch.setattr(sys, "argv", ["compare_evals.py", str(first_a), str(second_a),
+                                      "--and", str(first_b), str(second_b)])
+    compare_evals.main()
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("4 pairs;")
+    similarity = next(line for line in lines if line.startswith("Resemblyzer similarity"))
+    assert similarity.split()[-4:] == ["0.6500", "0.7000", "+0.0500", "0.0289"]
+
+
+def test_a_mismatched_pooled_set_is_refused(tmp_path, monkeypatch):
+    first = write_eval(tmp_path / "first", [("MF", 0.7, 0.1)])
+    second = write_eval(tmp_path / "second", [("MF", 0.7, 0.1)])
+    other = write_eval(tmp_path / "other", [("MF", 0.7, 0.1), ("FF", 0.7, 0.1)])
+    monkeypatch.setattr(sys, "argv", ["compare_evals.py", str(first), str(second), "--and", str(first), str(other)])
+    with pytest.raises(SystemExit, match="other"):
+        compare_evals.main()
+
+
 def test_different_pairs_are_refused(tmp_path, monkeypatch):
     first = write_eval(tmp_path / "first", [("MF", 0.7, 0.1)])
     second = write_eval(tmp_path / "second", [("MF", 0.7, 0.1), ("FF", 0.7, 0.1)])

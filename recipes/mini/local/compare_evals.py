@@ -6,6 +6,14 @@ Reads each run's ``pairs.csv`` (one row per conversion pair) and prints, for the
 reports, both runs' means and the paired difference (second minus first) with its standard error
 over pairs. The verdict "within noise" means the paired difference of the mean speaker similarity is
 inside two standard errors. Both runs must have evaluated the same pairs (same source and target).
+
+Several pair sets can be pooled into one paired comparison (each set's two runs must match):
+
+    python recipes/mini/local/compare_evals.py exp/mini/eval_v18 exp/mini/eval_v29 \
+        --and exp/mini/confirm_v18 exp/mini/confirm_v29 --and exp/mini/third_v18 exp/mini/third_v29
+
+A model chosen on one pair set looks better on it than it is (its later rivals regress to the mean
+there), so release rules since round 29 are judged on the pooled pairs.
 """
 
 from __future__ import annotations
@@ -84,14 +92,22 @@ def main() -> None:
                         help="also print the paired differences of similarity and WER for female and male targets "
                              "(from the pair tag in the output names that `voiceconv evaluate` writes, e.g. "
                              "p000_FM_...: a female source to a male target)")
+    parser.add_argument("--and", dest="more", nargs=2, action="append", type=Path, default=[],
+                        metavar=("FIRST", "SECOND"),
+                        help="another pair set's two evaluation folders, pooled with the first (repeatable)")
     args = parser.parse_args()
-    first, second = read_pairs(args.first), read_pairs(args.second)
-    if [pair_key(row) for row in first] != [pair_key(row) for row in second]:
-        sys.exit("the two evaluations did not score the same pairs in the same order")
+    first, second = [], []
+    for first_dir, second_dir in [(args.first, args.second), *args.more]:
+        rows_first, rows_second = read_pairs(first_dir), read_pairs(second_dir)
+        if [pair_key(row) for row in rows_first] != [pair_key(row) for row in rows_second]:
+            sys.exit(f"the two evaluations {first_dir} and {second_dir} did not score the same pairs in the same order")
+        first += rows_first
+        second += rows_second
     sim_first, sim_source = values(first, "sim_output"), values(first, "sim_source")
     sim_second = values(second, "sim_output")
     closer = [sum(o > s for o, s in zip(sims, sim_source)) for sims in (sim_first, sim_second)]
-    print(f"{len(first)} pairs; {args.first} vs {args.second}")
+    sets = [(args.first, args.second), *args.more]
+    print(f"{len(first)} pairs; " + "; ".join(f"{a} vs {b}" for a, b in sets))
     print(f"{'metric':<46}{'first':>9}{'second':>9}{'paired diff':>14}{'+- s.e.':>9}")
     verdict = None
     for column, label, _ in METRICS:
