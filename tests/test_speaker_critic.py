@@ -172,3 +172,28 @@ def test_without_content_gradient_the_term_reaches_the_decoder_but_not_the_conte
     for name in content:
         assert torch.allclose(grads[0.0][name], grads[1.0][name], atol=1e-6), name
     assert any(not torch.allclose(grads[0.0][n], grads[1.0][n]) for n in decoder)
+
+
+def test_without_decoder_gradient_the_term_reaches_only_the_speaker_encoder(corpus, trained_critic):
+    """decoder_gradient and content_gradient off: the critic moves the speaker vectors, not how a code is rendered."""
+    out, _, _ = trained_critic
+    batch = SegmentBatcher(PreparedCorpus(corpus), 32, 8, seed=0, with_reference=True).batch(0)
+    grads, losses = {}, {}
+    for weight in (0.0, 1.0):
+        config = experiment(*DENOISE, f"train.speaker_critic.path={out}", "train.speaker_critic.content_gradient=false",
+                            "train.speaker_critic.decoder_gradient=false",
+                            f"train.lambdas.loss/speaker_critic={weight}", "train.grad_clip=0")
+        torch.manual_seed(0)
+        model = VCModel(config.model)
+        state = State(model, torch.optim.SGD(model.parameters(), lr=0.0), config.train, Distributed(), NanGuard(5))
+        state.critic = SpeakerCritic.from_pretrained(out, device="cpu")
+        losses[weight] = train_step(state, batch)["loss/speaker_critic"]
+        grads[weight] = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+    # The same conversions are judged either way (the held pass is the same decoder, numerically).
+    assert losses[0.0] == pytest.approx(losses[1.0]) and losses[1.0] > 0
+    groups = {part: [n for n in grads[0.0] if n.startswith(part + ".")]
+              for part in ("content_encoder", "decoder", "speaker_encoder")}
+    assert all(groups.values()), groups
+    for name in groups["content_encoder"] + groups["decoder"]:
+        assert torch.allclose(grads[0.0][name], grads[1.0][name], atol=1e-6), name
+    assert any(not torch.allclose(grads[0.0][n], grads[1.0][n]) for n in groups["speaker_encoder"])

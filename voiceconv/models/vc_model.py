@@ -204,6 +204,7 @@ class VCModel(nn.Module):
                 speaker_mel: torch.Tensor | None = None, speaker_mask: torch.Tensor | None = None,
                 cycle_partner: torch.Tensor | None = None,
                 cycle_detach: bool = False, cycle_code: bool = False, critic_content_gradient: bool = True,
+                critic_decoder_gradient: bool = True,
                 invariance: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None
                 ) -> dict[str, torch.Tensor]:
         """Reconstruct ``mel (B, n_mels, T)`` (raw log-mel) and return outputs, losses and metrics.
@@ -226,7 +227,8 @@ class VCModel(nn.Module):
         (raw log-mel), ``loss/rec``, ``loss/kl`` (0 without the VAE), plus ``loss/vq_commit`` and
         ``loss/adv`` when those modules exist, ``loss/cycle`` (and ``loss/cycle_code``) with partners,
         ``loss/speaker_invariance`` with a pair, ``cycle_converted`` (the normalised conversions ``(n, n_mels,
-        T)``) with partners, and ``metric/*``.
+        T)``) with partners, ``critic_converted`` (the same conversions decoded with the decoder's weights held)
+        when ``critic_decoder_gradient`` is False, and ``metric/*``.
         """
         self._check_mel(mel)
         if mask is not None and mask.shape != (mel.shape[0], mel.shape[2]):
@@ -275,7 +277,8 @@ class VCModel(nn.Module):
         if cycle_partner is not None:
             out.update(self._cycle_losses(content, mean, speaker, cycle_partner, x, mask, content_mask,
                                           detach=cycle_detach, code=cycle_code,
-                                          content_gradient=critic_content_gradient))
+                                          content_gradient=critic_content_gradient,
+                                          decoder_gradient=critic_decoder_gradient))
         if invariance is not None:
             out["loss/speaker_invariance"] = self._invariance_loss(*invariance)
         out["mel_hat"] = self.denormalize(x_hat)
@@ -298,7 +301,8 @@ class VCModel(nn.Module):
     def _cycle_losses(self, content: torch.Tensor, mean: torch.Tensor, speaker: torch.Tensor,
                       partner: torch.Tensor, x: torch.Tensor, mask: torch.Tensor | None,
                       content_mask: torch.Tensor | None, detach: bool = False,
-                      code: bool = False, content_gradient: bool = True) -> dict[str, torch.Tensor]:
+                      code: bool = False, content_gradient: bool = True,
+                      decoder_gradient: bool = True) -> dict[str, torch.Tensor]:
         """``loss/cycle``: L1 between ``x[:n]`` (normalised ``(n, n_mels, T)``) and its round trip through
         the voices ``speaker[partner]`` and back to ``speaker[:n]``, from the content code ``content
         (B, C, T')``. ``detach``: no gradient of that term through the conversion (the first decoder pass
@@ -310,7 +314,9 @@ class VCModel(nn.Module):
         than the mel does, but not none, so it also rewards keeping some of it. Also returns
         ``cycle_converted``, the normalised conversions ``(n, n_mels, T)`` with their gradient; without
         ``content_gradient`` it is decoded again from the content code detached (one more decoder pass),
-        so that a term on it reaches the decoder and the speaker encoder but not the content encoder."""
+        so that a term on it reaches the decoder and the speaker encoder but not the content encoder. Without
+        ``decoder_gradient`` it also returns ``critic_converted``: the conversion decoded once more with the
+        decoder's parameters detached, so that a term on it cannot change the decoder (the others still do)."""
         batch = content.shape[0]
         if partner.dim() != 1 or not 1 <= partner.numel() <= batch or int(partner.min()) < 0 \
                 or int(partner.max()) >= batch:
@@ -331,6 +337,11 @@ class VCModel(nn.Module):
         if not content_gradient:
             out["cycle_converted"] = self.decoder(content[first].detach(), speaker[partner], frames,
                                                   sub_content_mask)  # (n, n_mels, T)
+        if not decoder_gradient:
+            held = {name: parameter.detach() for name, parameter in self.decoder.named_parameters()}
+            code_in = content[first] if content_gradient else content[first].detach()
+            out["critic_converted"] = torch.func.functional_call(
+                self.decoder, held, (code_in, speaker[partner], frames, sub_content_mask))  # (n, n_mels, T)
         if code:
             if detach:
                 # A second content-encoder pass: this term's gradient must reach the conversion, the

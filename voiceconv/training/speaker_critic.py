@@ -6,8 +6,9 @@ code still carries (:mod:`voiceconv.models.speaker_critic`). The term reuses the
 (:mod:`voiceconv.training.cycle`): utterance ``i`` rendered in the voice of batch utterance
 ``partner[i]`` must embed, by the frozen critic, close to ``partner[i]``'s own segment:
 ``loss/speaker_critic = mean(1 - cos(critic(converted_i), critic(real_partner_i)))``, weighted by
-``lambdas["loss/speaker_critic"]``. The gradient reaches the decoder, the speaker encoder and (unless
-``content_gradient`` is off) the content encoder through the content code; never the critic.
+``lambdas["loss/speaker_critic"]``. The gradient reaches the speaker encoder, the decoder (unless
+``decoder_gradient`` is off) and the content encoder through the content code (unless ``content_gradient``
+is off); never the critic.
 
 :func:`train_critic` trains the critic on the prepared corpus's training speakers with an additive-margin
 softmax, holding out speakers with the VC trainer's seeded split (a superset of a VC run's validation
@@ -40,6 +41,10 @@ class SpeakerCriticTermConfig:
     # False: the term reaches the decoder and the speaker encoder only, not the content encoder (the
     # conversion it judges is decoded from the detached content code; one more decoder pass per step).
     content_gradient: bool = True
+    # False: the conversion it judges is decoded with the decoder's weights held (a functional pass with
+    # detached parameters), so the term moves the speaker encoder (and, with content_gradient, the content
+    # encoder) but never how the decoder renders a code: round 24 found the critic's lost words in the decoder.
+    decoder_gradient: bool = True
 
     def __post_init__(self) -> None:
         if not self.path:

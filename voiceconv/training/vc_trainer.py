@@ -255,6 +255,7 @@ def train_step(state: State, batch: dict[str, torch.Tensor]) -> dict[str, float]
         inputs["cycle_code"] = config.cycle.code_consistency
         if config.speaker_critic is not None:
             inputs["critic_content_gradient"] = config.speaker_critic.content_gradient
+            inputs["critic_decoder_gradient"] = config.speaker_critic.decoder_gradient
     with loop.bf16_autocast(state.config.bf16, state.device, cpu=state.config.cpu_bf16):
         out = model(batch["mel"], speaker_ids=batch["speaker"], mask=batch["mask"], step=state.step, **inputs)
         if state.critic is not None or state.recognizer is not None:
@@ -262,7 +263,9 @@ def train_step(state: State, batch: dict[str, torch.Tensor]) -> dict[str, float]
             n = partner.numel()
             converted = unwrap(model).denormalize(out["cycle_converted"])  # raw log-mel (n, n_mels, T)
         if state.critic is not None:
-            out["loss/speaker_critic"] = critic_loss(state.critic, converted, batch["mel"][partner],
+            # Decoded with the decoder's weights held when speaker_critic.decoder_gradient is off.
+            judged = unwrap(model).denormalize(out["critic_converted"]) if "critic_converted" in out else converted
+            out["loss/speaker_critic"] = critic_loss(state.critic, judged, batch["mel"][partner],
                                                      batch["mask"][:n], batch["mask"][partner])
         if state.recognizer is not None:
             # Conversion i keeps utterance i's timing: frame t of each is read against the other.
