@@ -84,16 +84,23 @@ def main() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    # One shared legend under the plots: with a dozen runs, legends inside the axes hide the points.
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2 + 0.17 * (len(lines) + 2)))
+    # One shared legend under the plots: with a dozen runs, legends inside the axes hide the points. The
+    # figure grows by the legend's height (two columns of 7-point rows, about 0.14 inch each), so that the
+    # plots keep their own 4.2 inches however many runs there are.
+    plots_height = 4.2
+    legend_rows = (len(lines) + 2) // 2  # the runs plus the target line, in two columns
+    legend_height = 0.14 * legend_rows + 0.2
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, plots_height + legend_height))
     # tab10 repeats after ten lines, which made two runs look like one; tab20 gives each its own colour.
     colours = plt.get_cmap("tab20").colors
     for index, (label, points) in enumerate(lines.items()):
         points = sorted(points, key=lambda p: p[0])
         steps = [p[0] for p in points]
         colour = colours[(2 * index) % 20 + (2 * index) // 20 % 2]  # the dark shades first, then the light
-        left.plot(steps, [p[1]["similarity"] for p in points], "o-", label=label, color=colour)
-        right.plot(steps, [100 * p[1]["wer"] for p in points], "o-", label=label, color=colour)
+        # Past 20 runs the colours come round again, so each round of 20 gets its own marker.
+        style = "os^D"[index // 20 % 4] + "-"
+        left.plot(steps, [p[1]["similarity"] for p in points], style, label=label, color=colour)
+        right.plot(steps, [100 * p[1]["wer"] for p in points], style, label=label, color=colour)
     left.axhline(0.75, color="grey", linestyle=":", label="issue 12 targets (similarity 0.75, WER 35 %)")
     right.axhline(35, color="grey", linestyle=":", label="issue 12 target (35 %)")
     left.set(xlabel="training steps (batch x segment differ by round; see the table)",
@@ -102,9 +109,8 @@ def main() -> None:
     for axis in (left, right):
         axis.grid(alpha=0.3)
     handles, labels = left.get_legend_handles_labels()
-    legend_rows = (len(labels) + 1) // 2
     fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=7, frameon=False)
-    fig.tight_layout(rect=(0, 0.035 * legend_rows, 1, 1))
+    fig.tight_layout(rect=(0, legend_height / (plots_height + legend_height), 1, 1))
     fig.savefig(out.with_suffix(".png"), dpi=100)
     print(f"wrote {out.with_suffix('.md')} and {out.with_suffix('.png')}")
 
