@@ -96,8 +96,9 @@ def main() -> None:
                         metavar=("FIRST", "SECOND"),
                         help="another pair set's two evaluation folders, pooled with the first (repeatable)")
     args = parser.parse_args()
+    sets = [(args.first, args.second), *args.more]
     first, second = [], []
-    for first_dir, second_dir in [(args.first, args.second), *args.more]:
+    for first_dir, second_dir in sets:
         rows_first, rows_second = read_pairs(first_dir), read_pairs(second_dir)
         if [pair_key(row) for row in rows_first] != [pair_key(row) for row in rows_second]:
             sys.exit(f"the two evaluations {first_dir} and {second_dir} did not score the same pairs in the same order")
@@ -106,7 +107,6 @@ def main() -> None:
     sim_first, sim_source = values(first, "sim_output"), values(first, "sim_source")
     sim_second = values(second, "sim_output")
     closer = [sum(o > s for o, s in zip(sims, sim_source)) for sims in (sim_first, sim_second)]
-    sets = [(args.first, args.second), *args.more]
     print(f"{len(first)} pairs; " + "; ".join(f"{a} vs {b}" for a, b in sets))
     print(f"{'metric':<46}{'first':>9}{'second':>9}{'paired diff':>14}{'+- s.e.':>9}")
     verdict = None
