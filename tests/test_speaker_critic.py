@@ -135,6 +135,8 @@ def test_vc_step_feeds_the_critic_raw_conversions_and_their_partners_and_leaves_
         assert torch.equal(value, before[name]), name
     with pytest.raises(ConfigError, match="train.cycle"):
         experiment(f"train.speaker_critic.path={out}")
+    with pytest.raises(ConfigError, match="decoder_gradient.*'conditioning'"):
+        experiment(*DENOISE, f"train.speaker_critic.path={out}", "train.speaker_critic.decoder_gradient=affine")
 
 
 def test_the_critic_term_moves_the_model(corpus, trained_critic):
@@ -174,17 +176,19 @@ def test_without_content_gradient_the_term_reaches_the_decoder_but_not_the_conte
     assert any(not torch.allclose(grads[0.0][n], grads[1.0][n]) for n in decoder)
 
 
+@pytest.mark.parametrize("decoder_gradient", ["false", "conditioning"])
 @pytest.mark.parametrize("content_gradient", [False, True])
-def test_without_decoder_gradient_the_term_never_reaches_the_decoder(corpus, trained_critic, content_gradient):
+def test_without_decoder_gradient_the_term_never_reaches_the_decoder(corpus, trained_critic, content_gradient,
+                                                                     decoder_gradient):
     """decoder_gradient off: the critic moves the speaker vectors (and, with content_gradient, the content encoder),
-    never how the decoder renders a code."""
+    never how the decoder renders a code; "conditioning": of the decoder, only its AdaIN speaker projections."""
     out, _, _ = trained_critic
     batch = SegmentBatcher(PreparedCorpus(corpus), 32, 8, seed=0, with_reference=True).batch(0)
     grads, losses = {}, {}
     for weight in (0.0, 1.0):
         config = experiment(*DENOISE, f"train.speaker_critic.path={out}",
                             f"train.speaker_critic.content_gradient={str(content_gradient).lower()}",
-                            "train.speaker_critic.decoder_gradient=false",
+                            f"train.speaker_critic.decoder_gradient={decoder_gradient}",
                             f"train.lambdas.loss/speaker_critic={weight}", "train.grad_clip=0")
         torch.manual_seed(0)
         model = VCModel(config.model)
@@ -197,8 +201,14 @@ def test_without_decoder_gradient_the_term_never_reaches_the_decoder(corpus, tra
     groups = {part: [n for n in grads[0.0] if n.startswith(part + ".")]
               for part in ("content_encoder", "decoder", "speaker_encoder")}
     assert all(groups.values()), groups
+    projections = [n for n in groups["decoder"] if ".affine." in n]
+    assert projections and len(projections) < len(groups["decoder"])
     for name in groups["decoder"]:
+        if decoder_gradient == "conditioning" and name in projections:
+            continue
         assert torch.allclose(grads[0.0][name], grads[1.0][name], atol=1e-6), name
+    projections_moved = any(not torch.allclose(grads[0.0][n], grads[1.0][n], atol=1e-6) for n in projections)
+    assert projections_moved == (decoder_gradient == "conditioning")
     assert any(not torch.allclose(grads[0.0][n], grads[1.0][n]) for n in groups["speaker_encoder"])
     content_moved = any(not torch.allclose(grads[0.0][n], grads[1.0][n], atol=1e-6) for n in groups["content_encoder"])
     assert content_moved == content_gradient

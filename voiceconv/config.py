@@ -109,6 +109,15 @@ def _allows_none(tp) -> bool:
     )
 
 
+def _describe(tp) -> str:
+    """How an error message names what a key accepts: ``true or false``, ``one of 'a', 'b'``, ``int``."""
+    if tp is bool:
+        return "true or false"
+    if typing.get_origin(tp) is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    return getattr(tp, "__name__", str(tp))
+
+
 def _coerce(value, tp, key: str):
     """Check ``value`` against the annotation ``tp`` and convert where YAML is ambiguous.
 
@@ -134,7 +143,7 @@ def _coerce(value, tp, key: str):
                 return _coerce(value, option, key)
             except ConfigError:
                 continue
-        raise bad(" or ".join(getattr(a, "__name__", str(a)) for a in options))
+        raise bad(" or ".join(_describe(a) for a in options))
     if origin is typing.Literal:
         if value not in args:
             raise bad("one of " + ", ".join(repr(a) for a in args))

@@ -204,7 +204,7 @@ class VCModel(nn.Module):
                 speaker_mel: torch.Tensor | None = None, speaker_mask: torch.Tensor | None = None,
                 cycle_partner: torch.Tensor | None = None,
                 cycle_detach: bool = False, cycle_code: bool = False, critic_content_gradient: bool = True,
-                critic_decoder_gradient: bool = True,
+                critic_decoder_gradient: bool | str = True,
                 invariance: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None
                 ) -> dict[str, torch.Tensor]:
         """Reconstruct ``mel (B, n_mels, T)`` (raw log-mel) and return outputs, losses and metrics.
@@ -227,8 +227,9 @@ class VCModel(nn.Module):
         (raw log-mel), ``loss/rec``, ``loss/kl`` (0 without the VAE), plus ``loss/vq_commit`` and
         ``loss/adv`` when those modules exist, ``loss/cycle`` (and ``loss/cycle_code``) with partners,
         ``loss/speaker_invariance`` with a pair, ``cycle_converted`` (the normalised conversions ``(n, n_mels,
-        T)``) with partners, ``critic_converted`` (the same conversions decoded with the decoder's weights held)
-        when ``critic_decoder_gradient`` is False, and ``metric/*``.
+        T)``) with partners, ``critic_converted`` (the same conversions decoded with the decoder's weights held,
+        all but its AdaIN speaker projections with ``"conditioning"``) when ``critic_decoder_gradient`` is not True,
+        and ``metric/*``.
         """
         self._check_mel(mel)
         if mask is not None and mask.shape != (mel.shape[0], mel.shape[2]):
@@ -302,7 +303,7 @@ class VCModel(nn.Module):
                       partner: torch.Tensor, x: torch.Tensor, mask: torch.Tensor | None,
                       content_mask: torch.Tensor | None, detach: bool = False,
                       code: bool = False, content_gradient: bool = True,
-                      decoder_gradient: bool = True) -> dict[str, torch.Tensor]:
+                      decoder_gradient: bool | str = True) -> dict[str, torch.Tensor]:
         """``loss/cycle``: L1 between ``x[:n]`` (normalised ``(n, n_mels, T)``) and its round trip through
         the voices ``speaker[partner]`` and back to ``speaker[:n]``, from the content code ``content
         (B, C, T')``. ``detach``: no gradient of that term through the conversion (the first decoder pass
@@ -316,7 +317,8 @@ class VCModel(nn.Module):
         ``content_gradient`` it is decoded again from the content code detached (one more decoder pass),
         so that a term on it reaches the decoder and the speaker encoder but not the content encoder. Without
         ``decoder_gradient`` it also returns ``critic_converted``: the conversion decoded once more with the
-        decoder's parameters detached, so that a term on it cannot change the decoder (the others still do)."""
+        decoder's parameters detached, so that a term on it cannot change the decoder (the others still do);
+        with ``decoder_gradient="conditioning"`` all but the AdaIN speaker projections (``*.affine.*``) are detached."""
         batch = content.shape[0]
         if partner.dim() != 1 or not 1 <= partner.numel() <= batch or int(partner.min()) < 0 \
                 or int(partner.max()) >= batch:
@@ -337,8 +339,12 @@ class VCModel(nn.Module):
         if not content_gradient:
             out["cycle_converted"] = self.decoder(content[first].detach(), speaker[partner], frames,
                                                   sub_content_mask)  # (n, n_mels, T)
-        if not decoder_gradient:
-            held = {name: parameter.detach() for name, parameter in self.decoder.named_parameters()}
+        if decoder_gradient is not True:
+            # "conditioning" leaves the AdaIN speaker projections out of the held set: functional_call uses
+            # the module's own (trainable) parameters for every name not given.
+            conditioning_free = decoder_gradient == "conditioning"
+            held = {name: parameter.detach() for name, parameter in self.decoder.named_parameters()
+                    if not (conditioning_free and ".affine." in name)}
             code_in = content[first] if content_gradient else content[first].detach()
             out["critic_converted"] = torch.func.functional_call(
                 self.decoder, held, (code_in, speaker[partner], frames, sub_content_mask))  # (n, n_mels, T)

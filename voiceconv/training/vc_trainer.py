@@ -263,7 +263,8 @@ def train_step(state: State, batch: dict[str, torch.Tensor]) -> dict[str, float]
             n = partner.numel()
             converted = unwrap(model).denormalize(out["cycle_converted"])  # raw log-mel (n, n_mels, T)
         if state.critic is not None:
-            # Decoded with the decoder's weights held when speaker_critic.decoder_gradient is off.
+            # Decoded with the decoder's weights held (all, or all but the AdaIN projections) when
+            # speaker_critic.decoder_gradient is not true.
             judged = unwrap(model).denormalize(out["critic_converted"]) if "critic_converted" in out else converted
             out["loss/speaker_critic"] = critic_loss(state.critic, judged, batch["mel"][partner],
                                                      batch["mask"][:n], batch["mask"][partner])
