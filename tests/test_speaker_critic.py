@@ -11,7 +11,7 @@ from test_train import (
     make_corpus,
 )
 
-from voiceconv.errors import ConfigError
+from voiceconv.errors import ConfigError, VoiceconvError
 from voiceconv.evaluation.metrics import equal_error_rate
 from voiceconv.features import MelConfig
 from voiceconv.models.speaker_critic import SpeakerCritic, SpeakerCriticConfig
@@ -178,8 +178,8 @@ def test_without_content_gradient_the_term_reaches_the_decoder_but_not_the_conte
 
 @pytest.mark.parametrize("decoder_gradient", ["false", "conditioning"])
 @pytest.mark.parametrize("content_gradient", [False, True])
-def test_without_decoder_gradient_the_term_never_reaches_the_decoder(corpus, trained_critic, content_gradient,
-                                                                     decoder_gradient):
+def test_held_decoder_the_term_reaches_at_most_the_adain_projections(corpus, trained_critic, content_gradient,
+                                                                      decoder_gradient):
     """decoder_gradient off: the critic moves the speaker vectors (and, with content_gradient, the content encoder),
     never how the decoder renders a code; "conditioning": of the decoder, only its AdaIN speaker projections."""
     out, _, _ = trained_critic
@@ -212,3 +212,12 @@ def test_without_decoder_gradient_the_term_never_reaches_the_decoder(corpus, tra
     assert any(not torch.allclose(grads[0.0][n], grads[1.0][n]) for n in groups["speaker_encoder"])
     content_moved = any(not torch.allclose(grads[0.0][n], grads[1.0][n], atol=1e-6) for n in groups["content_encoder"])
     assert content_moved == content_gradient
+
+
+def test_an_unknown_decoder_gradient_is_refused_not_read_as_held():
+    """A direct caller's typo must not silently mean "decoder held"."""
+    torch.manual_seed(0)
+    model = VCModel(experiment(*DENOISE).model)
+    mel = torch.randn(2, model.config.mel.n_mels, 32)
+    with pytest.raises(VoiceconvError, match="'conditioning'"):
+        model(mel, cycle_partner=torch.tensor([1, 0]), critic_decoder_gradient="Conditioning")

@@ -339,6 +339,8 @@ class VCModel(nn.Module):
         if not content_gradient:
             out["cycle_converted"] = self.decoder(content[first].detach(), speaker[partner], frames,
                                                   sub_content_mask)  # (n, n_mels, T)
+        if not (isinstance(decoder_gradient, bool) or decoder_gradient == "conditioning"):
+            raise VoiceconvError(f"decoder_gradient must be True, False or 'conditioning', got {decoder_gradient!r}")
         if decoder_gradient is not True:
             # "conditioning" leaves the AdaIN speaker projections out of the held set: functional_call uses
             # the module's own (trainable) parameters for every name not given.

@@ -7,8 +7,8 @@ code still carries (:mod:`voiceconv.models.speaker_critic`). The term reuses the
 ``partner[i]`` must embed, by the frozen critic, close to ``partner[i]``'s own segment:
 ``loss/speaker_critic = mean(1 - cos(critic(converted_i), critic(real_partner_i)))``, weighted by
 ``lambdas["loss/speaker_critic"]``. The gradient reaches the speaker encoder, the decoder (unless
-``decoder_gradient`` is off; only its AdaIN speaker projections with ``"conditioning"``) and the content encoder through the content code (unless ``content_gradient``
-is off); never the critic.
+``decoder_gradient`` is off; only its AdaIN speaker projections with ``"conditioning"``) and the content
+encoder through the content code (unless ``content_gradient`` is off); never the critic.
 
 :func:`train_critic` trains the critic on the prepared corpus's training speakers with an additive-margin
 softmax, holding out speakers with the VC trainer's seeded split (a superset of a VC run's validation
@@ -45,10 +45,11 @@ class SpeakerCriticTermConfig:
     # False: the conversion it judges is decoded with the decoder's weights held (a functional pass with
     # detached parameters), so the term moves the speaker encoder (and, with content_gradient, the content
     # encoder) but never how the decoder renders a code: round 24 found the critic's lost words in the decoder.
-    # "conditioning": the same held pass except for the AdaIN layers' speaker projections (``*.affine.*``),
-    # which the term may move: it can change how a speaker vector sets each layer's channel scale and bias,
-    # not the convolutions that render the content code. Rounds 29 (true) and 30 (false) put both the
-    # critic's similarity gain and its lost words in the decoder; this asks which part of it.
+    # "conditioning": the same held pass except for the AdaIN layers' speaker projections (``*.affine.*``:
+    # their weights, which map the speaker vector to each layer's channel scale and bias, and their biases,
+    # which are the same for every voice), which the term may move; the convolutions that render the
+    # content code stay held. Rounds 29 (true) and 30 (false) put both the critic's similarity gain and its
+    # lost words in the decoder; this asks which part of it.
     decoder_gradient: bool | Literal["conditioning"] = True
 
     def __post_init__(self) -> None:
