@@ -15,7 +15,10 @@ utterances are the ones ``voiceconv train-vocoder`` validates on when ``--n-utte
 ``--every-utterance`` takes all of them instead (for a folder of unseen speakers, where nothing was trained).
 ``--baseline DIR`` compares against another trained vocoder (a candidate against the shipped one) instead of
 Griffin-Lim, ``--consistency-iters N`` decodes the candidate with N phase-refinement iterations and
-``--dtype`` in the given precision.
+``--dtype`` in the given precision. ``--words`` also transcribes the recording and both outputs with the
+evaluation's recogniser (pocketsphinx, the ``[eval]`` extra) and prints each vocoder's WER against the
+recording's own transcript: the words that resynthesis alone loses, which ``voiceconv evaluate``'s
+resynthesis row reports for the neural vocoder on its pairs.
 """
 
 from __future__ import annotations
@@ -60,6 +63,24 @@ def describe(vocoder: Vocoder) -> str:
     return vocoder.config.generator + (f", {iters} refinement iterations" if iters is not None else "")
 
 
+def word_counter():
+    """``(reference, output, rate) -> (errors, words)``: pocketsphinx on both at its 16 kHz, the recording's
+    transcript as the reference (so a perfect resynthesis scores 0 errors)."""
+    import librosa
+
+    from voiceconv.evaluation.judges import EVAL_RATE, AsrJudge
+    from voiceconv.evaluation.metrics import word_errors
+
+    judge = AsrJudge()  # raises a clear error naming the [eval] extra when pocketsphinx is missing
+
+    def count(reference: np.ndarray, output: np.ndarray, rate: int) -> tuple[int, int]:
+        heard = [judge.transcribe(librosa.resample(torch.as_tensor(x).float().reshape(-1).numpy(), orig_sr=rate,
+                                                   target_sr=EVAL_RATE)) for x in (reference, output)]
+        return word_errors(*heard)
+
+    return count
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", required=True, help="prepared directory (voiceconv prepare)")
@@ -77,6 +98,8 @@ def main() -> None:
     parser.add_argument("--every-utterance", action="store_true",
                         help="every utterance of --data, not a held-out split (a folder of unseen speakers)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--words", action="store_true",
+                        help="also the WER of each output against the recording's own pocketsphinx transcript")
     args = parser.parse_args()
     logging.getLogger("voiceconv").setLevel(logging.ERROR)  # the Griffin-Lim warning is expected here
     if args.threads:
@@ -102,6 +125,8 @@ def main() -> None:
     print(f"{len(held_out)} held-out utterances from {args.data}; neural: {args.vocoder} "
           f"({describe(neural)}, {neural.n_parameters() / 1e6:.2f} M parameters); "
           f"baseline: {baseline_name}")
+    recognizer = word_counter() if args.words else None
+    word_totals = {"neural": [0, 0], "baseline": [0, 0]}  # errors, reference words
     with_pesq = pesq_available()
     if not with_pesq:
         print("pesq is not installed (pip install -e '.[eval]'): PESQ columns left out")
@@ -128,6 +153,10 @@ def main() -> None:
                 scores[name] += (pesq_wideband(reference, output, corpus.mel_config.sample_rate),)
             rows[name].append(scores[name])
             buzz[name].append(frame_rate_modulation_db(output, sample_rate, hop_length))
+            if recognizer is not None:
+                errors, words = recognizer(reference, output, sample_rate)
+                word_totals[name][0] += errors
+                word_totals[name][1] += words
         buzz["recording"].append(frame_rate_modulation_db(reference, sample_rate, hop_length))
         print(f"{corpus.utterances[index].utterance_id[:39]:<40}{scores['neural'][0]:>15.4f}"
               f"{scores['baseline'][0]:>12.4f}{scores['neural'][1]:>16.4f}{scores['baseline'][1]:>13.4f}"
@@ -138,6 +167,10 @@ def main() -> None:
           + (f"{means['neural'][2]:>13.3f}{means['baseline'][2]:>10.3f}" if with_pesq else ""))
     print("frame-rate buzz (dB over 50-130 Hz, mean): " + ", ".join(
         f"{name} {np.mean(values):.1f}" for name, values in buzz.items()))
+    if recognizer is not None:
+        print("WER against the recording's own pocketsphinx transcript: " + ", ".join(
+            f"{name} {errors / max(words, 1):.3f} ({errors} of {words} words)"
+            for name, (errors, words) in word_totals.items()))
     print(f"RTF: neural {seconds['neural'] / audio_seconds:.4f}, "
           f"baseline {seconds['baseline'] / audio_seconds:.4f}")
     better = means["neural"] < means["baseline"]
