@@ -146,13 +146,13 @@ def _coerce(value, tp, key: str):
         raise bad(" or ".join(_describe(a) for a in options))
     if origin is typing.Literal:
         if value not in args:
-            raise bad("one of " + ", ".join(repr(a) for a in args))
+            raise bad(_describe(tp))
         return value
     if dataclasses.is_dataclass(tp):
         return value if isinstance(value, tp) else from_dict(tp, value, key)
     if tp is bool:
         if not isinstance(value, bool):
-            raise bad("true or false")
+            raise bad(_describe(tp))
         return value
     if tp is int:
         if isinstance(value, str):
