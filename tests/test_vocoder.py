@@ -184,6 +184,15 @@ def test_mel_projection_gives_the_predicted_magnitude_exactly_the_input_mel():
     assert errors[True] < 0.1 * errors[False]
 
 
+def test_overlap_add_of_frames_as_rows_equals_fold_exactly():
+    """The decoding path's overlap-add (frames as rows, added through views of the signal) is exact."""
+    from voiceconv.vocoder.spectral import _overlap_add_rows
+
+    for frames in (torch.randn(2, 9, 1024), torch.randn(1, 1, 1024)):
+        torch.testing.assert_close(_overlap_add_rows(frames, 256), overlap_add(frames.transpose(1, 2), 256),
+                                   rtol=0, atol=1e-6)
+
+
 def test_fast_overlap_add_equals_fold():
     frames = torch.randn(2, 1024, 9)
     fast = overlap_add(frames, 256)
@@ -279,6 +288,35 @@ def test_bf16_decoding_is_close_to_float32():
     half = vocoder.decode(mel, dtype=torch.bfloat16)
     assert half.dtype == torch.float32
     assert (half - full).norm() / full.norm() < 0.1
+
+
+@pytest.mark.parametrize("name", ["istft_consistent", "hifigan_v1"])
+def test_bf16_decoding_computes_what_autocast_computes_from_the_float32_weights(name):
+    """Decoding keeps a copy of the weights in bf16 rather than casting them per call; the waveform is the same."""
+    torch.manual_seed(0)
+    vocoder = lively(Vocoder(TINY[name]))
+    mel = torch.randn(1, MEL.n_mels, 40) - 5.0
+
+    def autocast_of_float32():
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+            return vocoder.generator(mel).float().clamp(-1.0, 1.0)
+
+    half = vocoder.decode(mel, dtype=torch.bfloat16)
+    assert torch.equal(half, autocast_of_float32())
+    assert not torch.equal(half, vocoder.decode(mel, dtype=torch.float32))
+    # A weight changed in place (as an optimizer step does) is seen by the next decode ...
+    with torch.no_grad():
+        next(p for n, p in vocoder.generator.named_parameters() if n.endswith("bias")).add_(0.5)
+    changed = vocoder.decode(mel, dtype=torch.bfloat16)
+    assert not torch.equal(changed, half)
+    assert torch.equal(changed, autocast_of_float32())
+    # ... and so are weights loaded from another vocoder.
+    torch.manual_seed(1)
+    other = lively(Vocoder(TINY[name]))
+    vocoder.load_generator_state(other.generator_state_dict())
+    assert torch.equal(vocoder.decode(mel, dtype=torch.bfloat16), other.decode(mel, dtype=torch.bfloat16))
+    # The copy is not part of the model: nothing of it is saved or moved with the model.
+    assert set(vocoder.state_dict()) == {f"generator.{key}" for key in vocoder.generator.state_dict()}
 
 
 def test_inference_dtype_is_used_only_where_bf16_is_native(monkeypatch):

@@ -46,14 +46,19 @@ from voiceconv.errors import AudioError, VoiceconvError
 
 DEFAULT_BLOCK_FRAMES = 6  # 70 ms blocks at 22.05 kHz / hop 256
 DEFAULT_HISTORY_FRAMES = 120  # 1.4 s of past context: IN statistics over about the training segment length
-DEFAULT_LOOKAHEAD_FRAMES = 3  # model lookahead: 35 ms
+# Model lookahead: 23 ms. Streaming examples/source.wav with the shipped round 18 in 46 ms blocks, 2 frames
+# of lookahead left the stream as close to offline conversion as 3 did (0.248 vs 0.247 of the conversion's own
+# change; 0.519 vs 0.510 on the benchmark's synthetic source) and cut the latency by 11.6 ms, to 140 ms with
+# compute (benchmarks/streaming_latency.py).
+DEFAULT_LOOKAHEAD_FRAMES = 2
 DEFAULT_VOCODER_LOOKAHEAD = 2  # the inverse STFT overlaps 4 frames: 2 ahead complete a frame's overlap-add
 # Vocoder history cap. The shipped vocoder's phase refinement widens its formal receptive field to 127
-# frames, but the influence of far frames decays fast: with 64 frames of history the stream differed
-# from one with the full 127 by 8e-7 (relative L2, examples/source.wav), with 40 by 1.3e-3, and the
-# per-block compute fell from 49.5 to 30-38 ms (p95, 70 ms blocks, 2 threads). HiFi-GAN (25 frames)
-# and the plain iSTFT head (31) are under the cap and stay exact.
-MAX_DEFAULT_VOCODER_HISTORY = 64
+# frames, but the influence of far frames decays fast. Streaming examples/source.wav in 46 ms blocks, the
+# output with H frames of history differs from the one with the full 127 by (relative L2) 5e-7 at H = 64,
+# 2e-6 at 48, 3.5e-6 at 40, 2e-4 at 32 and 2.3e-2 at 24; from 64 to 40 the per-block compute (p95,
+# 2 threads) falls by about 5 ms. HiFi-GAN (25 frames) and the plain iSTFT head (31) are under the cap
+# and stay exact.
+MAX_DEFAULT_VOCODER_HISTORY = 40
 
 
 class StreamingConverter:
@@ -61,7 +66,7 @@ class StreamingConverter:
 
     ``speaker``: a Speaker, a ``.spk`` path or a ``(D,)`` vector. ``pitch``: None or semitones.
     ``vocoder_history``: past frames the vocoder sees (default: its receptive field, which makes
-    the history exact, capped at 64 frames, see MAX_DEFAULT_VOCODER_HISTORY). ``norm``: ``"running"``
+    the history exact, capped at 40 frames, see MAX_DEFAULT_VOCODER_HISTORY). ``norm``: ``"running"``
     or ``"local"`` instance-norm statistics (see above).
     """
 

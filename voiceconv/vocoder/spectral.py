@@ -115,10 +115,14 @@ def griffin_lim_phase(magnitude: torch.Tensor, angles: torch.Tensor, n_iter: int
     return angles
 
 
+def _squared_modulus(z: torch.Tensor) -> torch.Tensor:
+    """``|z|^2`` as a real tensor, from the real and imaginary parts (3x faster on the CPU than complex ``abs``)."""
+    return z.real.square().addcmul_(z.imag, z.imag)
+
+
 def _unit_modulus_(z: torch.Tensor, floor: float) -> torch.Tensor:
-    """``z / max(|z|, floor)`` in place, through the squared modulus (3x faster on the CPU than complex ``abs``)."""
-    scale = z.real.square().addcmul_(z.imag, z.imag).clamp_(min=floor * floor).rsqrt_()
-    return z.mul_(scale)
+    """``z / max(|z|, floor)`` in place."""
+    return z.mul_(_squared_modulus(z).clamp_(min=floor * floor).rsqrt_())
 
 
 def _griffin_lim_phase(magnitude, angles, n_iter, momentum, n_fft, hop_length, window, floor):
@@ -127,7 +131,10 @@ def _griffin_lim_phase(magnitude, angles, n_iter, momentum, n_fft, hop_length, w
     The spectra are kept as ``(B, T, n_bins)`` so that every FFT runs over contiguous memory, the frames
     are cut with ``unfold`` and transformed with one ``rfft`` (what ``torch.stft`` does, without its
     transposes), the overlap-add envelope is computed once, and the elementwise steps run in place. The
-    waveform differs from the autograd path's only by float rounding (tested).
+    loop is memory-bound (a minute of audio is a 21 MB spectrum), so the magnitude is folded into the
+    real scale that normalises the modulus, ``z * (magnitude / |z|)``, rather than applied to the
+    complex spectrum in a pass of its own. The waveform differs from the autograd path's only by float
+    rounding (tested).
     """
     n_frames = magnitude.shape[-1]
     pad = (n_fft - hop_length) // 2
@@ -137,19 +144,22 @@ def _griffin_lim_phase(magnitude, angles, n_iter, momentum, n_fft, hop_length, w
     shrink = momentum / (1 + momentum)
     magnitude_t = magnitude.transpose(1, 2).contiguous()  # (B, T, n_bins)
     # (B, T, n_bins); always a copy (contiguous() may return a view), since the loop works in place
-    angles_t = _unit_modulus_(angles.transpose(1, 2).clone(memory_format=torch.contiguous_format), floor)
+    spectrum = angles.transpose(1, 2).clone(memory_format=torch.contiguous_format)
+    if n_iter == 0:
+        return _unit_modulus_(spectrum, floor).transpose(1, 2)
     previous = None
     for _ in range(n_iter):
-        frames = torch.fft.irfft(angles_t.mul_(magnitude_t), n=n_fft, dim=-1).mul_(full_window)  # (B, T, n_fft)
+        # magnitude * unit(spectrum), in one pass over the complex spectrum
+        scale = _squared_modulus(spectrum).clamp_(min=floor * floor).rsqrt_().mul_(magnitude_t)
+        frames = torch.fft.irfft(spectrum.mul_(scale), n=n_fft, dim=-1).mul_(full_window)  # (B, T, n_fft)
         signal = _overlap_add_rows(frames, hop_length)[:, pad : pad + length].mul_(inverse_envelope)  # (B, T * hop)
         # (B, T * hop + 2 * pad) -> (B, T, n_fft): frame t starts at t * hop, as in stft()
         windowed = _pad_to_grid(signal, n_fft, hop_length).unfold(-1, n_fft, hop_length) * full_window
         rebuilt = torch.fft.rfft(windowed, dim=-1)  # (B, T, n_bins)
         # Momentum extrapolates along the last update: angles = rebuilt - a/(1+a) * previous.
-        angles_t = rebuilt.clone() if previous is None else torch.sub(rebuilt, previous, alpha=shrink)
-        angles_t = _unit_modulus_(angles_t, floor)
+        spectrum = rebuilt.clone() if previous is None else torch.sub(rebuilt, previous, alpha=shrink)
         previous = rebuilt
-    return angles_t.transpose(1, 2)
+    return _unit_modulus_(spectrum, floor).transpose(1, 2)
 
 
 def _overlap_add_rows(frames: torch.Tensor, hop_length: int) -> torch.Tensor:
@@ -159,7 +169,12 @@ def _overlap_add_rows(frames: torch.Tensor, hop_length: int) -> torch.Tensor:
         return overlap_add(frames.transpose(1, 2), hop_length)
     pieces = n_fft // hop_length
     runs = frames.view(batch, n_frames, pieces, hop_length)  # piece k of frame t: samples (t + k) * hop onwards
-    signal = frames.new_zeros(batch, (n_frames - 1) * hop_length + n_fft)
-    for k in range(pieces):
-        signal[:, k * hop_length : k * hop_length + n_frames * hop_length] += runs[:, :, k].reshape(batch, -1)
+    span = n_frames * hop_length
+    signal = frames.new_empty(batch, (n_frames - 1) * hop_length + n_fft)
+    signal[:, span:].zero_()
+    # Each run is added through a (B, T, hop) view of its span of the signal, so the strided piece is
+    # never copied out of the frames first; the first run initialises the span (0 + x is exactly x).
+    signal[:, :span].view(batch, n_frames, hop_length).copy_(runs[:, :, 0])
+    for k in range(1, pieces):
+        signal[:, k * hop_length : k * hop_length + span].view(batch, n_frames, hop_length).add_(runs[:, :, k])
     return signal
