@@ -4,7 +4,7 @@ Usage::
 
     python benchmarks/streaming_latency.py --model random                 # random-init default config
     python benchmarks/streaming_latency.py --model exp/vc --vocoder exp/vocoder --block-frames 4 6 8
-    python benchmarks/streaming_latency.py --model voiceconv/pretrained --source speech.wav --lookahead 3 6
+    python benchmarks/streaming_latency.py --model voiceconv/pretrained --source speech.wav --lookahead 2 3 6
 
 For every (block size, lookahead) it streams the source block by block through
 ``StreamingConverter`` and reports:
@@ -35,14 +35,20 @@ def _cpu() -> float:
 
 
 def main() -> None:
+    from voiceconv.convert.streaming import DEFAULT_HISTORY_FRAMES, DEFAULT_LOOKAHEAD_FRAMES, DEFAULT_VOCODER_LOOKAHEAD
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="random", help="model directory, or 'random' (default)")
     parser.add_argument("--vocoder", default=None, help="vocoder directory or 'griffin-lim'")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     parser.add_argument("--block-frames", type=int, nargs="+", default=[4, 6, 8], help="block sizes in frames")
-    parser.add_argument("--lookahead", type=int, nargs="+", default=[3], help="model lookahead frames")
-    parser.add_argument("--vocoder-lookahead", type=int, default=2, help="vocoder lookahead frames")
-    parser.add_argument("--history", type=int, default=120, help="model history frames")
+    # The defaults are StreamingConverter's, so a plain run measures what a user gets.
+    parser.add_argument("--lookahead", type=int, nargs="+", default=[DEFAULT_LOOKAHEAD_FRAMES],
+                        help=f"model lookahead frames (default {DEFAULT_LOOKAHEAD_FRAMES})")
+    parser.add_argument("--vocoder-lookahead", type=int, default=DEFAULT_VOCODER_LOOKAHEAD,
+                        help=f"vocoder lookahead frames (default {DEFAULT_VOCODER_LOOKAHEAD})")
+    parser.add_argument("--history", type=int, default=DEFAULT_HISTORY_FRAMES,
+                        help=f"model history frames (default {DEFAULT_HISTORY_FRAMES})")
     parser.add_argument("--vocoder-history", type=int, default=None,
                         help="vocoder history frames (default: StreamingConverter's default)")
     parser.add_argument("--norm", default="running", choices=["running", "local"], help="instance-norm statistics")

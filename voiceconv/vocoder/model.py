@@ -288,11 +288,14 @@ class Vocoder(nn.Module):
         key = (dtype, parameters[0].device, tuple((id(p), p._version) for p in parameters))
         if self._low_precision is None or self._low_precision[0] != key:
             self._low_precision = None  # drop the old copy before making the new one: bounded memory
-            low = copy.deepcopy(self.generator)
-            for module in low.modules():
-                if isinstance(module, (nn.Conv1d, nn.ConvTranspose1d, nn.Linear)):
-                    for name, parameter in list(module.named_parameters(recurse=False)):
-                        setattr(module, name, nn.Parameter(parameter.detach().to(dtype), requires_grad=False))
+            # deepcopy takes the cast weights from its memo, so the float32 ones are never copied.
+            memo = {
+                id(parameter): nn.Parameter(parameter.detach().to(dtype), requires_grad=False)
+                for module in self.generator.modules()
+                if isinstance(module, (nn.Conv1d, nn.ConvTranspose1d, nn.Linear))
+                for parameter in module.parameters(recurse=False)
+            }
+            low = copy.deepcopy(self.generator, memo)
             self._low_precision = (key, low.eval().requires_grad_(False))
         return self._low_precision[1]
 
