@@ -35,20 +35,19 @@ def _cpu() -> float:
 
 
 def main() -> None:
-    from voiceconv.convert.streaming import DEFAULT_HISTORY_FRAMES, DEFAULT_LOOKAHEAD_FRAMES, DEFAULT_VOCODER_LOOKAHEAD
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="random", help="model directory, or 'random' (default)")
     parser.add_argument("--vocoder", default=None, help="vocoder directory or 'griffin-lim'")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     parser.add_argument("--block-frames", type=int, nargs="+", default=[4, 6, 8], help="block sizes in frames")
-    # The defaults are StreamingConverter's, so a plain run measures what a user gets.
-    parser.add_argument("--lookahead", type=int, nargs="+", default=[DEFAULT_LOOKAHEAD_FRAMES],
-                        help=f"model lookahead frames (default {DEFAULT_LOOKAHEAD_FRAMES})")
-    parser.add_argument("--vocoder-lookahead", type=int, default=DEFAULT_VOCODER_LOOKAHEAD,
-                        help=f"vocoder lookahead frames (default {DEFAULT_VOCODER_LOOKAHEAD})")
-    parser.add_argument("--history", type=int, default=DEFAULT_HISTORY_FRAMES,
-                        help=f"model history frames (default {DEFAULT_HISTORY_FRAMES})")
+    # Unset, these are StreamingConverter's defaults (filled in after parsing, so --help imports no torch),
+    # and a plain run measures what a user gets.
+    parser.add_argument("--lookahead", type=int, nargs="+", default=None,
+                        help="model lookahead frames (default: StreamingConverter's)")
+    parser.add_argument("--vocoder-lookahead", type=int, default=None,
+                        help="vocoder lookahead frames (default: StreamingConverter's)")
+    parser.add_argument("--history", type=int, default=None,
+                        help="model history frames (default: StreamingConverter's)")
     parser.add_argument("--vocoder-history", type=int, default=None,
                         help="vocoder history frames (default: StreamingConverter's default)")
     parser.add_argument("--norm", default="running", choices=["running", "local"], help="instance-norm statistics")
@@ -56,6 +55,14 @@ def main() -> None:
     parser.add_argument("--source", default=None, help="a recording to stream instead of synthetic speech")
     parser.add_argument("--target", nargs="*", default=None, help="target reference clips (default: synthetic)")
     args = parser.parse_args()
+    from voiceconv.convert import streaming
+
+    if args.lookahead is None:
+        args.lookahead = [streaming.DEFAULT_LOOKAHEAD_FRAMES]
+    if args.vocoder_lookahead is None:
+        args.vocoder_lookahead = streaming.DEFAULT_VOCODER_LOOKAHEAD
+    if args.history is None:
+        args.history = streaming.DEFAULT_HISTORY_FRAMES
 
     import torch
 

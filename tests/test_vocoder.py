@@ -189,8 +189,7 @@ def test_overlap_add_of_frames_as_rows_equals_fold_exactly():
     from voiceconv.vocoder.spectral import _overlap_add_rows
 
     for frames in (torch.randn(2, 9, 1024), torch.randn(1, 1, 1024)):
-        torch.testing.assert_close(_overlap_add_rows(frames, 256), overlap_add(frames.transpose(1, 2), 256),
-                                   rtol=0, atol=1e-6)
+        assert torch.equal(_overlap_add_rows(frames, 256), overlap_add(frames.transpose(1, 2), 256))
 
 
 def test_fast_overlap_add_equals_fold():
@@ -304,19 +303,51 @@ def test_bf16_decoding_computes_what_autocast_computes_from_the_float32_weights(
     half = vocoder.decode(mel, dtype=torch.bfloat16)
     assert torch.equal(half, autocast_of_float32())
     assert not torch.equal(half, vocoder.decode(mel, dtype=torch.float32))
+    if name == "hifigan_v1":
+        # A generator still weight-normalised computes its weights on each call: nothing to keep.
+        assert vocoder._low_precision is None
+        vocoder.generator.remove_weight_norm()  # what loading a checkpoint does
+        half = vocoder.decode(mel, dtype=torch.bfloat16)
+        assert torch.equal(half, autocast_of_float32())
+    kept = vocoder._low_precision[1]
+    weights = [m.weight for m in kept.modules() if isinstance(m, (torch.nn.Conv1d, torch.nn.Linear))]
+    assert weights and all(weight.dtype == torch.bfloat16 for weight in weights)
+    assert torch.equal(vocoder.decode(mel, dtype=torch.bfloat16), half)
+    assert vocoder._low_precision[1] is kept  # made once, not per call
     # A weight changed in place (as an optimizer step does) is seen by the next decode ...
     with torch.no_grad():
         next(p for n, p in vocoder.generator.named_parameters() if n.endswith("bias")).add_(0.5)
     changed = vocoder.decode(mel, dtype=torch.bfloat16)
     assert not torch.equal(changed, half)
     assert torch.equal(changed, autocast_of_float32())
-    # ... and so are weights loaded from another vocoder.
-    torch.manual_seed(1)
-    other = lively(Vocoder(TINY[name]))
-    vocoder.load_generator_state(other.generator_state_dict())
-    assert torch.equal(vocoder.decode(mel, dtype=torch.bfloat16), other.decode(mel, dtype=torch.bfloat16))
-    # The copy is not part of the model: nothing of it is saved or moved with the model.
+    if name != "hifigan_v1":  # a folded HiFi-GAN loads no more checkpoints (they carry weight norm)
+        # ... and so are weights loaded from another vocoder.
+        torch.manual_seed(1)
+        other = lively(Vocoder(TINY[name]))
+        vocoder.load_generator_state(other.generator_state_dict())
+        assert torch.equal(vocoder.decode(mel, dtype=torch.bfloat16), other.decode(mel, dtype=torch.bfloat16))
+    # A write through .data bypasses the version counters; eval() (as after any training) starts afresh.
+    vocoder.decode(mel, dtype=torch.bfloat16)
+    for parameter in vocoder.generator.parameters():
+        parameter.data.mul_(1.1)
+    vocoder.eval()
+    assert vocoder._low_precision is None
+    assert torch.equal(vocoder.decode(mel, dtype=torch.bfloat16), autocast_of_float32())
+    # The copy is not part of the model: nothing of it is saved, and moving the model drops it.
     assert set(vocoder.state_dict()) == {f"generator.{key}" for key in vocoder.generator.state_dict()}
+    vocoder.to("cpu")
+    assert vocoder._low_precision is None
+
+
+def test_bf16_decoding_of_a_vocoder_built_under_inference_mode():
+    """Inference tensors have no version counter to key a copy on: the generator runs under autocast itself."""
+    torch.manual_seed(0)
+    with torch.inference_mode():
+        vocoder = Vocoder(TINY["istft_consistent"]).eval()
+    mel = torch.randn(1, MEL.n_mels, 40) - 5.0
+    half = vocoder.decode(mel, dtype=torch.bfloat16)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(half, vocoder.generator(mel).float().clamp(-1.0, 1.0))
 
 
 def test_inference_dtype_is_used_only_where_bf16_is_native(monkeypatch):

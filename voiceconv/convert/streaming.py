@@ -46,10 +46,11 @@ from voiceconv.errors import AudioError, VoiceconvError
 
 DEFAULT_BLOCK_FRAMES = 6  # 70 ms blocks at 22.05 kHz / hop 256
 DEFAULT_HISTORY_FRAMES = 120  # 1.4 s of past context: IN statistics over about the training segment length
-# Model lookahead: 23 ms. Streaming examples/source.wav with the shipped round 18 in 46 ms blocks, 2 frames
-# of lookahead left the stream as close to offline conversion as 3 did (0.248 vs 0.247 of the conversion's own
-# change; 0.519 vs 0.510 on the benchmark's synthetic source) and cut the latency by 11.6 ms, to 140 ms with
-# compute (benchmarks/streaming_latency.py).
+# Model lookahead: 23 ms. Streaming examples/source.wav with the shipped round 18, 2 frames of lookahead left
+# the stream about as close to offline conversion as 3 did (the distance as a share of the conversion's own
+# change: 0.248 vs 0.247 in 46 ms blocks, 0.231 vs 0.225 in the default 70 ms blocks; on the benchmark's
+# synthetic source 0.519 vs 0.510 and 0.486 vs 0.464) and cut the latency by 11.6 ms, to 138-141 ms with
+# compute in 46 ms blocks (benchmarks/streaming_latency.py).
 DEFAULT_LOOKAHEAD_FRAMES = 2
 DEFAULT_VOCODER_LOOKAHEAD = 2  # the inverse STFT overlaps 4 frames: 2 ahead complete a frame's overlap-add
 # Vocoder history cap. The shipped vocoder's phase refinement widens its formal receptive field to 127

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from voiceconv.checkpoint import WEIGHTS_NAME, load_pretrained, save_pretrained
 from voiceconv.config import from_dict, to_dict
@@ -276,28 +277,51 @@ class Vocoder(nn.Module):
         """The generator with its convolution and linear weights already in ``dtype``, for autocast decoding.
 
         Autocast casts every weight of those layers to ``dtype`` on each call, and keeps the cast only
-        until the autocast region ends, so each decode (a streaming block: 70 frames) re-read and re-wrote
-        all 7.7 M weights: 2.7 ms of the shipped vocoder's 7.9 ms network time per block. Autocast leaves a
-        weight already in ``dtype`` as it is, so this copy computes bit for bit what autocast computes
-        from the float32 weights (tested); layers that autocast keeps in float32 (LayerNorm) keep their
-        float32 parameters. The copy is made again whenever a parameter of the generator is changed in
-        place (an optimizer step or ``load_state_dict`` moves its version counter) or replaced, and is
-        dropped by ``train()`` / ``eval()``.
+        until the autocast region ends, so each decode (a streaming block: 46-50 frames with history)
+        re-read and re-wrote all 7.7 M weights: 2.7 ms of the shipped vocoder's 7.9 ms network time on 70
+        frames. Autocast leaves a weight already in ``dtype`` as it is, so this copy computes bit for bit
+        what autocast computes from the float32 weights (tested); layers that autocast keeps in float32
+        (LayerNorm) keep their float32 parameters. The copy runs in eval mode, as decoding does (the
+        generators have no dropout or batch norm).
+
+        The copy is made again whenever a parameter of the generator is changed in place (an optimizer
+        step or ``load_state_dict`` moves its version counter) or replaced, and is dropped by ``train()``,
+        ``eval()`` and ``to()`` / ``half()`` / ``cpu()``; weights written through ``.data`` bypass the version
+        counters, so call ``eval()`` after such a write. Where no copy can be kept the generator itself
+        runs under autocast: weight-normalised layers (a HiFi-GAN not yet folded: its weights are
+        computed on each call anyway), parameters created under ``torch.inference_mode()`` (they have no
+        version counter), or a generator without parameters.
         """
         parameters = list(self.generator.parameters())
+        if (not parameters or any(p.is_inference() for p in parameters)
+                or any(parametrize.is_parametrized(m) for m in self.generator.modules())):
+            return self.generator
         key = (dtype, parameters[0].device, tuple((id(p), p._version) for p in parameters))
-        if self._low_precision is None or self._low_precision[0] != key:
-            self._low_precision = None  # drop the old copy before making the new one: bounded memory
-            # deepcopy takes the cast weights from its memo, so the float32 ones are never copied.
-            memo = {
-                id(parameter): nn.Parameter(parameter.detach().to(dtype), requires_grad=False)
-                for module in self.generator.modules()
-                if isinstance(module, (nn.Conv1d, nn.ConvTranspose1d, nn.Linear))
-                for parameter in module.parameters(recurse=False)
-            }
-            low = copy.deepcopy(self.generator, memo)
-            self._low_precision = (key, low.eval().requires_grad_(False))
-        return self._low_precision[1]
+        cached = self._low_precision
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        self._low_precision = None  # drop the old copy before making the new one: bounded memory
+        # deepcopy takes the cast weights from its memo, so the float32 ones are never copied.
+        memo = {
+            id(parameter): nn.Parameter(parameter.detach().to(dtype), requires_grad=False)
+            for module in self.generator.modules()
+            if isinstance(module, (nn.Conv1d, nn.ConvTranspose1d, nn.Linear))
+            for parameter in module.parameters(recurse=False)
+        }
+        low = copy.deepcopy(self.generator, memo).eval().requires_grad_(False)
+        self._low_precision = (key, low)
+        return low  # not read back from self: another thread may have dropped it meanwhile
+
+    def _apply(self, fn, recurse: bool = True):
+        # .to(), .cpu(), .half() and the like: the copy would stay behind on the old device or dtype.
+        self._low_precision = None
+        return super()._apply(fn, recurse)
+
+    def __getstate__(self):
+        # Pickling (torch.save of the whole module, copy.deepcopy) leaves the copy out: it is remade on use.
+        state = super().__getstate__()
+        state["_low_precision"] = None
+        return state
 
     def _decode_chunked(self, mel, chunk_frames, context_frames, fade, dtype) -> torch.Tensor:
         total = mel.shape[-1]
