@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -314,6 +315,8 @@ def test_bf16_decoding_computes_what_autocast_computes_from_the_float32_weights(
     assert weights and all(weight.dtype == torch.bfloat16 for weight in weights)
     assert torch.equal(vocoder.decode(mel, dtype=torch.bfloat16), half)
     assert vocoder._low_precision[1] is kept  # made once, not per call
+    assert copy.deepcopy(vocoder)._low_precision is None  # pickles and copies leave it out ...
+    assert vocoder._low_precision[1] is kept  # ... without dropping the original's
     # A weight changed in place (as an optimizer step does) is seen by the next decode ...
     with torch.no_grad():
         next(p for n, p in vocoder.generator.named_parameters() if n.endswith("bias")).add_(0.5)
