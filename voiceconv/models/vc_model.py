@@ -324,6 +324,8 @@ class VCModel(nn.Module):
                 or int(partner.max()) >= batch:
             raise VoiceconvError(f"cycle_partner must be (n,) batch indices with 1 <= n <= {batch}, "
                                  f"got shape {tuple(partner.shape)}")
+        if not (isinstance(decoder_gradient, bool) or decoder_gradient == "conditioning"):
+            raise VoiceconvError(f"decoder_gradient must be True, False or 'conditioning', got {decoder_gradient!r}")
         n, frames = partner.numel(), x.shape[-1]
         first = slice(0, n)
         sub_mask = mask[first] if mask is not None else None
@@ -339,8 +341,6 @@ class VCModel(nn.Module):
         if not content_gradient:
             out["cycle_converted"] = self.decoder(content[first].detach(), speaker[partner], frames,
                                                   sub_content_mask)  # (n, n_mels, T)
-        if not (isinstance(decoder_gradient, bool) or decoder_gradient == "conditioning"):
-            raise VoiceconvError(f"decoder_gradient must be True, False or 'conditioning', got {decoder_gradient!r}")
         if decoder_gradient is not True:
             # "conditioning" leaves the AdaIN speaker projections out of the held set: functional_call uses
             # the module's own (trainable) parameters for every name not given.
