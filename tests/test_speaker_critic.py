@@ -93,6 +93,38 @@ def test_the_critic_term_pulls_only_the_conversion(tmp_path):
     assert float(critic_loss(critic, reference.detach(), reference.detach())) < 1e-5
 
 
+def test_capped_gaps_pull_no_harder_than_a_mean_gap_and_small_gaps_pull_as_before():
+    torch.manual_seed(0)
+    critic = SpeakerCritic(SpeakerCriticConfig(mel=MelConfig())).eval()
+    for p in critic.parameters():
+        p.requires_grad_(False)
+    reference = torch.randn(4, 80, 40) - 5.0
+    # Two conversions near their references, two far from them: unequal gaps.
+    converted = torch.cat([reference[:2] + 0.05 * torch.randn(2, 80, 40), torch.randn(2, 80, 40) - 5.0])
+
+    def per_pair_gradients(cap: bool):
+        x = converted.clone().requires_grad_(True)
+        loss = critic_loss(critic, x, reference, cap_large_gaps=cap)
+        loss.backward()
+        return loss, x.grad.flatten(1).norm(dim=1)  # (4,)
+
+    with torch.no_grad():
+        produced, target = critic.embed(converted), critic.embed(reference)
+        gap = 1.0 - (produced * target).sum(-1)
+    assert gap[2:].min() > gap.mean() > gap[:2].max()  # the set-up: two gaps above the mean, two below
+    plain_loss, plain = per_pair_gradients(False)
+    capped_loss, capped = per_pair_gradients(True)
+    assert torch.allclose(plain_loss, gap.mean())
+    # Pairs below the mean keep their pull; the far ones are scaled by mean / gap and add the mean gap each.
+    assert torch.allclose(capped[:2], plain[:2], rtol=1e-5)
+    assert torch.allclose(capped[2:], plain[2:] * gap.mean() / gap[2:], rtol=1e-4)
+    assert torch.allclose(capped_loss, (gap[:2].sum() + 2 * gap.mean()) / 4, rtol=1e-5)
+    # With equal gaps (one pair repeated) the cap changes nothing.
+    repeated_reference, repeated_converted = reference[:1].expand(4, -1, -1), converted[2:3].expand(4, -1, -1)
+    assert torch.allclose(critic_loss(critic, repeated_converted, repeated_reference, cap_large_gaps=True),
+                          critic_loss(critic, repeated_converted, repeated_reference))
+
+
 def test_vc_step_feeds_the_critic_raw_conversions_and_their_partners_and_leaves_it_alone(
         corpus, trained_critic, monkeypatch):
     out, _, _ = trained_critic
@@ -114,10 +146,10 @@ def test_vc_step_feeds_the_critic_raw_conversions_and_their_partners_and_leaves_
         calls.append({"partner": kwargs["cycle_partner"].clone(), "normalised": result["cycle_converted"].detach()})
         return result
 
-    def spy_loss(critic, converted, reference, converted_mask, reference_mask):
+    def spy_loss(critic, converted, reference, converted_mask, reference_mask, cap_large_gaps):
         calls[-1].update(converted=converted.detach(), reference=reference, converted_mask=converted_mask,
-                         reference_mask=reference_mask)
-        return original_loss(critic, converted, reference, converted_mask, reference_mask)
+                         reference_mask=reference_mask, cap_large_gaps=cap_large_gaps)
+        return original_loss(critic, converted, reference, converted_mask, reference_mask, cap_large_gaps)
 
     monkeypatch.setattr(VCModel, "forward", spy_forward)
     monkeypatch.setattr(vc_trainer, "critic_loss", spy_loss)
@@ -129,6 +161,7 @@ def test_vc_step_feeds_the_critic_raw_conversions_and_their_partners_and_leaves_
     assert torch.equal(call["reference"], batch["mel"][partner])
     assert torch.equal(call["converted_mask"], batch["mask"][:n])
     assert torch.equal(call["reference_mask"], batch["mask"][partner])
+    assert call["cap_large_gaps"] is False  # the config's default reaches the term
     assert abs(values["loss/speaker_critic"] - float(original_loss(
         state.critic, call["converted"], call["reference"], call["converted_mask"], call["reference_mask"]))) < 0.05
     for name, value in state.critic.state_dict().items():

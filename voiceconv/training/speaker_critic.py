@@ -51,6 +51,11 @@ class SpeakerCriticTermConfig:
     # content code stay held. Rounds 29 (true) and 30 (false) put both the critic's similarity gain and its
     # lost words in the decoder; this asks which part of it.
     decoder_gradient: bool | Literal["conditioning"] = True
+    # True: a pair whose gap (1 - cos) is larger than the batch's mean gap counts with weight mean / gap, so
+    # its pull is that of a mean-sized gap and does not grow with the size of the voice change. Rounds 29-33
+    # lost their words in the conversions to female voices from male ones, the largest changes; pairs at or
+    # below the mean keep weight 1. False: every pair counts the same (rounds 24-33).
+    cap_large_gaps: bool = False
 
     def __post_init__(self) -> None:
         if not self.path:
@@ -59,15 +64,23 @@ class SpeakerCriticTermConfig:
 
 def critic_loss(critic: SpeakerCritic, converted: torch.Tensor, reference: torch.Tensor,
                 converted_mask: torch.Tensor | None = None,
-                reference_mask: torch.Tensor | None = None) -> torch.Tensor:
+                reference_mask: torch.Tensor | None = None, cap_large_gaps: bool = False) -> torch.Tensor:
     """``mean(1 - cos)`` between the critic's embeddings of ``converted (n, n_mels, T)`` and of the target
     voice's real ``reference (n, n_mels, T_ref)`` (raw log-mels, masks ``(n, T)``); no gradient reaches the
-    reference side. In float32, outside any autocast: the term's differences are a few thousandths."""
+    reference side. In float32, outside any autocast: the term's differences are a few thousandths.
+
+    ``cap_large_gaps``: each gap above the batch's mean gap is weighted by ``mean / gap`` (held fixed, so only
+    the gradient is scaled): such a pair adds the mean gap to the loss and pulls as hard as a mean-sized gap."""
     with torch.autocast(converted.device.type, enabled=False):
         with torch.no_grad():
             target = critic.embed(reference.float(), reference_mask)  # (n, D)
         produced = critic.embed(converted.float(), converted_mask)  # (n, D)
-        return (1.0 - (produced * target).sum(dim=-1)).mean()
+        gap = 1.0 - (produced * target).sum(dim=-1)  # (n,)
+        if not cap_large_gaps:
+            return gap.mean()
+        with torch.no_grad():
+            weight = (gap.mean() / gap.clamp_min(1e-8)).clamp(max=1.0)  # (n,): 1 at or below the mean
+        return (weight * gap).mean()
 
 
 @dataclass

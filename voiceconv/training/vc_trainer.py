@@ -267,7 +267,8 @@ def train_step(state: State, batch: dict[str, torch.Tensor]) -> dict[str, float]
             # speaker_critic.decoder_gradient is not true.
             judged = unwrap(model).denormalize(out["critic_converted"]) if "critic_converted" in out else converted
             out["loss/speaker_critic"] = critic_loss(state.critic, judged, batch["mel"][partner],
-                                                     batch["mask"][:n], batch["mask"][partner])
+                                                     batch["mask"][:n], batch["mask"][partner],
+                                                     cap_large_gaps=config.speaker_critic.cap_large_gaps)
         if state.recognizer is not None:
             # Conversion i keeps utterance i's timing: frame t of each is read against the other.
             out["loss/phonetic"] = phonetic_loss(state.recognizer, converted, batch["mel"][:n], batch["mask"][:n])
